@@ -1,0 +1,1 @@
+"""Data handling: text, lexicons, lang directories, features."""

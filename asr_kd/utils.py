@@ -1,0 +1,71 @@
+"""Small shared helpers: logging, atomic file writes, seeding, resolved-config dumps."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s"
+
+
+def setup_logging(log_file: Path | str | None = None, level: int = logging.INFO) -> None:
+    """Configure the root logger: time, level, file:line; optionally also to ``log_file``."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+
+
+def tmp_path_for(path: Path | str) -> Path:
+    """The temporary sibling a finished ``path`` is renamed from (keeps suffixes such as .jsonl.gz)."""
+    path = Path(path)
+    return path.with_name(f".tmp.{os.getpid()}.{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` only if the block finishes.
+
+    A killed or failing stage therefore never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """Write ``obj`` (dataclasses allowed) as indented JSON, atomically."""
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def fix_random_seed(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
