@@ -12,6 +12,7 @@ which gives exact phone-level ground truth for the synthetic corpora.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,8 @@ class EspeakNG:
         import espeakng_loader
 
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        # espeak-ng's wavegen also draws from libc's rand()
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"))
         self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self._lib.espeak_TextToPhonemes.argtypes = [
             ctypes.POINTER(ctypes.c_char_p),
@@ -148,6 +151,7 @@ class EspeakNG:
         pitch: int = 50,
         pitch_range: int = 50,
         word_gap: int = 0,
+        seed: int | None = None,
     ) -> Synthesis:
         """Speak ``text`` (space-separated words) and return audio plus phoneme events.
 
@@ -156,6 +160,9 @@ class EspeakNG:
             pitch: base pitch, 0-100.
             pitch_range: pitch range, 0-100 (0 = monotone).
             word_gap: extra pause between words, in units of 10 ms.
+            seed: seeds espeak-ng's noise generators (its own and libc's ``rand``) first. Repeated
+                calls in one process still drift (the voicing generator keeps state); a fresh
+                process replaying the same seeded calls reproduces the samples exactly.
         """
         words = text.split()
         if not words:
@@ -169,6 +176,9 @@ class EspeakNG:
             (_PARAM_VOLUME, 100),
         ):
             self._lib.espeak_SetParameter(param, int(value), 0)
+        if seed is not None:
+            self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
+            self._libc.srand(ctypes.c_uint(seed & 0xFFFFFFFF))
         self._chunks, self._events = [], []
         data = " ".join(words).encode()
         status = self._lib.espeak_Synth(

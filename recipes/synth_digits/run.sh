@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# synth_digits: the offline default recipe. Connected digits spoken by espeak-ng voices, ensemble
+# teachers, distillation into one student (stages are added as the toolkit grows).
+#
+# Usage (from the repository root):
+#   recipes/synth_digits/run.sh                          # all stages
+#   recipes/synth_digits/run.sh --stage 1 --stop-stage 1 # only the features
+#   recipes/synth_digits/run.sh --hours 20 --nj 16       # a bigger corpus
+#
+# Stages:
+#   0  prepare   synthesize the corpus -> data/manifests/synth_digits_*.jsonl.gz, lexicon
+#   1  features  80-dim fbank          -> data/fbank/synth_digits_cuts_{train,dev,test}.jsonl.gz
+#   2  lang      phones, words, HMM topology, pdf ids -> data/lang/
+#
+# Output tree:
+#   data/manifests/  synth_digits_{recordings,supervisions}_{train,dev,test}.jsonl.gz, wav/
+#   data/fbank/      synth_digits_cuts_*.jsonl.gz, synth_digits_feats_*/
+#   data/lang/       phones.txt words.txt lexicon*.txt topo.json pdfs.txt L*.fst lang.json
+#   exp/synth_digits/log/   one log per stage
+set -euo pipefail
+
+stage=0
+stop_stage=100
+nj=2            # parallel jobs
+hours=1.0       # corpus size, all splits together
+seed=42
+data=data       # data directory (manifests, features, lang)
+exp=exp/synth_digits
+
+. "$(dirname "$0")/../shared/parse_options.sh"
+. "$(dirname "$0")/../shared/log.sh"
+cd "$(dirname "$0")/../.."   # recipes run from the repository root
+
+manifests=$data/manifests
+fbank=$data/fbank
+lang=$data/lang
+mkdir -p "$exp/log"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: synthesize synth_digits ($hours h, seed $seed)"
+  if [ ! -f "$manifests/.synth_digits.done" ]; then
+    asr-kd prepare synth_digits --output-dir "$manifests" --hours "$hours" --seed "$seed" --nj "$nj" \
+      --log-file "$exp/log/prepare.log"
+    touch "$manifests/.synth_digits.done"
+  fi
+  asr-kd stats --manifest-dir "$manifests" --corpus synth_digits > "$exp/corpus_stats.json"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: compute fbank features"
+  if [ ! -f "$fbank/.synth_digits.done" ]; then
+    asr-kd features --manifest-dir "$manifests" --corpus synth_digits --output-dir "$fbank" --nj "$nj" \
+      --log-file "$exp/log/features.log"
+    touch "$fbank/.synth_digits.done"
+  fi
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: prepare $lang"
+  if [ ! -f "$lang/.done" ]; then
+    asr-kd lang --lexicon "$manifests/synth_digits_lexicon.txt" --lang-dir "$lang" \
+      --log-file "$exp/log/lang.log"
+    touch "$lang/.done"
+  fi
+fi
+
+log "Done (stages $stage..$stop_stage)."
