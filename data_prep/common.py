@@ -7,8 +7,9 @@ Flow of :func:`finish_preparation`, given lhotse's manifests per split:
 2. build one lexicon over the words of all splits (dictionaries first, espeak-ng G2P for the rest;
    OOV list in ``<corpus>_oov.txt``);
 3. drop the utterances with a word that got no pronunciation (WARNING naming utterance and word);
+   the lexicon keeps the words of the remaining utterances only;
 4. validate and write ``<corpus>_recordings_<split>.jsonl.gz``, ``<corpus>_supervisions_<split>.jsonl.gz``
-   (each atomically) and, last, ``<corpus>_lexicon.txt``.
+   (each atomically, utterances sorted by id) and, last, ``<corpus>_lexicon.txt``.
 
 A preparation is finished when all those files exist; :func:`load_finished` then reads them back.
 """
@@ -92,7 +93,7 @@ def _normalized(supervisions: SupervisionSet, report: PrepReport) -> list:
             report.empty.append(sup.id)
             continue
         kept.append(sup.transform_text(lambda _, text=text: text))
-    return kept
+    return sorted(kept, key=lambda sup: sup.id)
 
 
 def _pronounceable(segments: list, lexicon: Lexicon, report: PrepReport) -> list:
@@ -149,13 +150,18 @@ def finish_preparation(
         if len(supervisions) == 0:
             raise CorpusError(f"{corpus} split {split!r}: no usable utterance left")
         recording_ids = {sup.recording_id for sup in supervisions}
-        recordings = raw[split]["recordings"].filter(lambda r: r.id in recording_ids).to_eager()
+        recordings = RecordingSet.from_recordings(
+            sorted((r for r in raw[split]["recordings"] if r.id in recording_ids), key=lambda r: r.id)
+        )
         validate_recordings_and_supervisions(recordings, supervisions)
         for kind, path in manifest_paths(corpus, split, output_dir).items():
             with atomic_output(path) as tmp:
                 (recordings if kind == "recordings" else supervisions).to_file(tmp)
         manifests[split] = {"recordings": recordings, "supervisions": supervisions}
         report.kept[split] = len(supervisions)
+    # only the words of the utterances kept (not those of dropped ones)
+    vocabulary = {w for m in manifests.values() for sup in m["supervisions"] for w in sup.text.split()}
+    lexicon = {word: prons for word, prons in lexicon.items() if word in vocabulary}
     write_lexicon(lexicon_path(corpus, output_dir), lexicon)
     logger.info(
         "%s: wrote %s to %s; dropped %d empty and %d unpronounceable utterances; "

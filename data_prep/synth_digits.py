@@ -409,7 +409,7 @@ def alignment_tiers(syn, num_samples: int, sample_rate: int):
     """
     from lhotse.supervision import AlignmentItem
 
-    from asr_kd.tts.espeak import PAUSE_PHONEMES
+    from asr_kd.tts.espeak import is_pause
 
     if not syn.phones:
         return "no_phone_events: espeak-ng reported no phonemes"
@@ -422,7 +422,7 @@ def alignment_tiers(syn, num_samples: int, sample_rate: int):
         start, end = starts[k], max(starts[k], starts[k + 1])
         if end <= start:
             continue
-        symbol = SIL if p.phone in PAUSE_PHONEMES else p.phone
+        symbol = SIL if is_pause(p.phone) else p.phone
         if symbol == SIL and segments and segments[-1][0] == SIL:
             segments[-1][2] = end
         else:

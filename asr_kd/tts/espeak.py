@@ -37,8 +37,14 @@ _INIT_PHONEME_EVENTS = 0x1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 
-#: espeak-ng's pause phonemes; all map to the silence phone of a lang directory.
-PAUSE_PHONEMES = frozenset({"_", "_:", "_!", "_;", "_^_", "||", "|"})
+#: espeak-ng's pause phonemes (and ``;``, a short pause it emits after some words); all map to the
+#: silence phone of a lang directory. Every other phoneme name starting with "_" is a pause as well.
+PAUSE_PHONEMES = frozenset({"_", "_:", "_!", "_;", "_^_", "||", "|", ";"})
+
+
+def is_pause(phoneme: str) -> bool:
+    """Whether an espeak-ng phoneme name (stress stripped) is a pause."""
+    return phoneme in PAUSE_PHONEMES or phoneme.startswith("_")
 #: Stress and syllable marks that espeak-ng prefixes to phoneme names.
 STRESS_MARKS = "'," + "%="
 
@@ -210,7 +216,7 @@ class EspeakNG:
             phone = strip_stress(name)
             if not phone:
                 continue
-            word_index = -1 if phone in PAUSE_PHONEMES else current
+            word_index = -1 if is_pause(phone) else current
             phones.append(PhoneEvent(phone=phone, sample=int(sample), word_index=word_index))
         return phones
 
@@ -233,7 +239,7 @@ class EspeakNG:
         for piece in pieces:
             for token in piece.replace(" ", "_").split("_"):
                 token = strip_stress(token)
-                if token and token not in PAUSE_PHONEMES:
+                if token and not is_pause(token):
                     phones.append(token)
         return phones
 

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# LibriSpeech (default: mini LibriSpeech, train-clean-5 + dev-clean-2) through the same stages as the
+# synthetic recipe. Needs the corpus on disk, or internet for stage 0's download.
+#
+# Usage (from the repository root):
+#   recipes/librispeech/run.sh                                  # download mini LibriSpeech, stages 0-2
+#   recipes/librispeech/run.sh --dl-dir /corpora --download false
+#   recipes/librispeech/run.sh --dataset-parts "train-clean-100 dev-clean test-clean" --nj 16
+#
+# Stages:
+#   0  download (unless --download false) and prepare -> data/manifests/librispeech_*.jsonl.gz, lexicon
+#      (CMUdict, espeak-ng G2P for out-of-vocabulary words; data/manifests/librispeech_oov.txt)
+#   1  features  80-dim fbank -> data/fbank/librispeech_cuts_<part>.jsonl.gz
+#   2  lang      phones, words, HMM topology, pdf ids -> data/lang_librispeech/
+#
+# Expected input tree (what stage 0 downloads):
+#   $dl_dir/LibriSpeech/{train-clean-5,dev-clean-2}/<speaker>/<chapter>/*.flac, *.trans.txt
+set -euo pipefail
+
+stage=0
+stop_stage=100
+nj=2
+dl_dir=download
+download=true
+dataset_parts=mini_librispeech
+data=data
+exp=exp/librispeech
+
+. "$(dirname "$0")/../shared/parse_options.sh"
+. "$(dirname "$0")/../shared/log.sh"
+cd "$(dirname "$0")/../.."   # recipes run from the repository root
+
+manifests=$data/manifests
+fbank=$data/fbank
+lang=$data/lang_librispeech
+mkdir -p "$exp/log"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  if [ "$download" = true ] && [ ! -f "$dl_dir/.librispeech.downloaded" ]; then
+    log "Stage 0: download LibriSpeech ($dataset_parts) to $dl_dir"
+    # shellcheck disable=SC2086
+    asr-kd download librispeech --target-dir "$dl_dir" --dataset-parts $dataset_parts
+    touch "$dl_dir/.librispeech.downloaded"
+  fi
+  log "Stage 0: prepare LibriSpeech manifests and lexicon"
+  if [ ! -f "$manifests/.librispeech.done" ]; then
+    # shellcheck disable=SC2086
+    asr-kd prepare librispeech --corpus-dir "$dl_dir/LibriSpeech" --output-dir "$manifests" \
+      --dataset-parts $dataset_parts --nj "$nj" --log-file "$exp/log/prepare.log"
+    touch "$manifests/.librispeech.done"
+  fi
+  asr-kd stats --manifest-dir "$manifests" --corpus librispeech > "$exp/corpus_stats.json"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: compute fbank features"
+  if [ ! -f "$fbank/.librispeech.done" ]; then
+    asr-kd features --manifest-dir "$manifests" --corpus librispeech --output-dir "$fbank" --nj "$nj" \
+      --log-file "$exp/log/features.log"
+    touch "$fbank/.librispeech.done"
+  fi
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: prepare $lang"
+  if [ ! -f "$lang/.done" ]; then
+    asr-kd lang --lexicon "$manifests/librispeech_lexicon.txt" --lang-dir "$lang" \
+      --log-file "$exp/log/lang.log"
+    touch "$lang/.done"
+  fi
+fi
+
+log "Done (stages $stage..$stop_stage)."
