@@ -39,7 +39,7 @@ DEFAULT_BASE_URL = "http://www.openslr.org/resources"
 def _named_parts(dataset_parts: str | Sequence[str]) -> list[str]:
     if dataset_parts == "mini_librispeech":
         return list(MINI_LIBRISPEECH)
-    if dataset_parts == "librispeech":
+    if dataset_parts in ("librispeech", "all"):
         return list(LIBRISPEECH)
     if isinstance(dataset_parts, str):
         return [dataset_parts]
@@ -60,7 +60,8 @@ def download_librispeech(
     first (lhotse's own flag neither re-unpacks a completed part nor survives an existing archive).
 
     Args:
-        dataset_parts: ``"mini_librispeech"``, ``"librispeech"``, one part name or a list of them.
+        dataset_parts: ``"mini_librispeech"``, ``"librispeech"`` (alias ``"all"``: the 960 h and
+            the dev/test parts), one part name or a list of them.
     """
     target_dir = Path(target_dir)
     parts = _named_parts(dataset_parts)
@@ -91,12 +92,14 @@ def _resolve_corpus_dir(corpus_dir: Path) -> Path:
 
 def resolve_parts(corpus_dir: Path, dataset_parts: str | Sequence[str]) -> list[str]:
     """Part names to prepare: ``"auto"`` = every known part on disk, ``"mini_librispeech"`` /
-    ``"librispeech"`` = those of the set that are on disk; explicit names must all be on disk."""
-    if dataset_parts in ("auto", "mini_librispeech", "librispeech"):
+    ``"librispeech"`` (``"all"``) = those of the set that are on disk; explicit names must all be
+    on disk."""
+    if dataset_parts in ("auto", "mini_librispeech", "librispeech", "all"):
         candidates = {
             "auto": LIBRISPEECH + MINI_LIBRISPEECH,
             "mini_librispeech": MINI_LIBRISPEECH,
             "librispeech": LIBRISPEECH,
+            "all": LIBRISPEECH,
         }[dataset_parts]
         parts = [p for p in candidates if (corpus_dir / p).is_dir()]
         if not parts:

@@ -308,12 +308,12 @@ def synthesize_chunk(specs: list[UtteranceSpec], wav_dir: str, cfg_dict: dict, s
     from lhotse.audio import AudioSource
 
     from asr_kd.data.noise import babble_noise, mix_at_snr, pink_noise, white_noise
-    from asr_kd.tts.espeak import EspeakError, EspeakNG
+    from asr_kd.tts.espeak import EspeakError, get_espeak
 
     torch.set_num_threads(1)
     cfg = SynthDigitsConfig(**cfg_dict)
     rng = np.random.default_rng(seed)
-    tts = EspeakNG()
+    tts = get_espeak()
     resample = torchaudio.transforms.Resample(tts.sample_rate, cfg.sample_rate)
     sr = cfg.sample_rate
 

@@ -153,7 +153,7 @@ def build_lexicon(
         oov_file: where to write the OOV words, one per line, ``WORD PHONES...`` or ``WORD`` alone for
             a failed word (written atomically, also when there are none).
         voice: espeak-ng voice for the fallback.
-        espeak: an :class:`~asr_kd.tts.espeak.EspeakNG` to reuse; by default a new one is made if
+        espeak: an :class:`~asr_kd.tts.espeak.EspeakNG` to reuse; by default the process-wide one (:func:`~asr_kd.tts.espeak.get_espeak`) if
             there is any OOV word (libespeak-ng has one global state per process: the newest
             instance owns the synthesis callback).
         max_examples: how many OOV words the INFO summary names.
@@ -176,9 +176,9 @@ def build_lexicon(
         else:
             stats.oov_words.append(word)
             if espeak is None:
-                from asr_kd.tts.espeak import EspeakNG
+                from asr_kd.tts.espeak import get_espeak
 
-                espeak = EspeakNG()
+                espeak = get_espeak()
             pron = g2p_word(word, espeak, voice)
             if pron:
                 lexicon[word] = [pron]

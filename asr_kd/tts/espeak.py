@@ -100,7 +100,11 @@ class EspeakError(RuntimeError):
 
 
 class EspeakNG:
-    """Synthesizer and phonemizer over one in-process libespeak-ng."""
+    """Synthesizer and phonemizer over one in-process libespeak-ng.
+
+    libespeak-ng has one global state: a second instance takes over the audio callback and the first
+    one then synthesizes nothing. Use :func:`get_espeak` for the process-wide instance.
+    """
 
     def __init__(self) -> None:
         import espeakng_loader
@@ -242,6 +246,17 @@ class EspeakNG:
                 if token and not is_pause(token):
                     phones.append(token)
         return phones
+
+
+_INSTANCE: EspeakNG | None = None
+
+
+def get_espeak() -> EspeakNG:
+    """The process-wide :class:`EspeakNG` (created on first use)."""
+    global _INSTANCE
+    if _INSTANCE is None:
+        _INSTANCE = EspeakNG()
+    return _INSTANCE
 
 
 def list_voice_variants(data_path: Path | None = None) -> list[str]:

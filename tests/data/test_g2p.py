@@ -14,12 +14,12 @@ from asr_kd.data.g2p import (
     g2p_word,
     strip_stress,
 )
-from asr_kd.tts.espeak import EspeakNG
+from asr_kd.tts.espeak import EspeakNG, get_espeak
 
 
 @pytest.fixture(scope="module")
 def espeak() -> EspeakNG:
-    return EspeakNG()
+    return get_espeak()
 
 
 def test_strip_stress() -> None:
@@ -92,7 +92,9 @@ def test_build_lexicon_fallback_and_counts(espeak: EspeakNG, tmp_path, caplog) -
         "ЖУК",
         "FLURPISH " + " ".join(lexicon["FLURPISH"][0]),
     ]
-    summary = [r for r in caplog.records if r.levelno == logging.INFO and "out of dictionary" in r.message]
+    summary = [
+        r for r in caplog.records if r.levelno == logging.INFO and "out of dictionary" in r.message
+    ]
     assert len(summary) == 1 and "3 out of dictionary" in summary[0].message
     assert "ZORBLAX" in summary[0].message and str(oov_file) in summary[0].message
     assert any(r.levelno == logging.WARNING and "ЖУК" in r.message for r in caplog.records)

@@ -18,7 +18,7 @@ import torch
 import torchaudio
 
 from asr_kd.data.g2p import ESPEAK_TO_ARPABET
-from asr_kd.tts.espeak import PAUSE_PHONEMES, EspeakNG
+from asr_kd.tts.espeak import PAUSE_PHONEMES, EspeakNG, get_espeak
 
 # ----------------------------------------------------------------------------------------- LibriSpeech
 #: part -> speaker/chapter -> [(utterance number, transcript line text or None for an id-only line)]
@@ -120,8 +120,11 @@ def _noise(num_samples: int, seed: int) -> np.ndarray:
 
 
 def build_mini_librispeech(root: Path) -> Path:
-    """``root/LibriSpeech/{dev-clean-2,train-clean-5}/<spk>/<chapter>/...``; returns ``root/LibriSpeech``."""
-    espeak = EspeakNG()  # the newest instance owns libespeak-ng's audio callback
+    """Build ``root/LibriSpeech/{dev-clean-2,train-clean-5}/<spk>/<chapter>/...``.
+
+    Returns ``root/LibriSpeech``.
+    """
+    espeak = get_espeak()
     corpus = Path(root) / "LibriSpeech"
     for part, chapters in LIBRISPEECH_TRANSCRIPTS.items():
         for (speaker, chapter), utterances in chapters.items():
@@ -142,7 +145,7 @@ def _phn_and_wrd(events, words: list[str], num_samples: int) -> tuple[str, str]:
     """TIMIT-style .PHN and .WRD text from espeak phone events (start samples at 16 kHz)."""
     segments: list[tuple[int, str, int]] = []  # (start sample, symbol, word index or -1)
     for i, (phone, start, word) in enumerate(events):
-        if phone in PAUSE_PHONEMES:
+        if phone in PAUSE_PHONEMES or phone.startswith("_"):
             symbol, word = ("h#" if i in (0, len(events) - 1) else "pau"), -1
         else:
             symbol = (ESPEAK_TO_ARPABET.get(phone) or ("AH",))[0].lower()
@@ -153,6 +156,8 @@ def _phn_and_wrd(events, words: list[str], num_samples: int) -> tuple[str, str]:
         segments.append((start, symbol, word))
     if not segments or segments[0][0] != 0:
         segments.insert(0, (0, "h#", -1))
+    if segments[-1][1] == "pau":
+        segments[-1] = (segments[-1][0], "h#", -1)
     ends = [s for s, _, _ in segments[1:]] + [num_samples]
     phn = "".join(f"{s} {e} {sym}\n" for (s, sym, _), e in zip(segments, ends))
     spans: dict[int, list[int]] = {}  # word index -> [start, end]
@@ -164,11 +169,12 @@ def _phn_and_wrd(events, words: list[str], num_samples: int) -> tuple[str, str]:
 
 
 def build_mini_timit(root: Path, layout: str = "lhotse") -> Path:
-    """A tiny TIMIT; ``layout="lhotse"``: ``root/timit/data/TRAIN/...``, ``"ldc"``: ``root/TIMIT/TRAIN/...``.
+    """A tiny TIMIT: ``layout="lhotse"`` gives ``root/timit/data/TRAIN/...``,
+    ``"ldc"`` gives ``root/TIMIT/TRAIN/...``.
 
     ``DOC/TIMITDIC.TXT`` sits in the corpus directory. Returns the corpus directory.
     """
-    espeak = EspeakNG()
+    espeak = get_espeak()
     corpus = Path(root) / ("timit" if layout == "lhotse" else "TIMIT")
     base = corpus / "data" if layout == "lhotse" else corpus
     for seed, (part, region, speaker, utt, text) in enumerate(TIMIT_UTTERANCES):
@@ -196,7 +202,7 @@ YESNO_PATTERNS = [format(i, "08b") for i in range(0, 240, 4)]
 
 def build_mini_yesno(root: Path) -> Path:
     """``root/waves_yesno/<b>_..._<b>.wav`` (60 files, 8 kHz); returns ``root/waves_yesno``."""
-    espeak = EspeakNG()
+    espeak = get_espeak()
     words = {bit: _synthesize(espeak, word, 8000)[0] for bit, word in (("1", "yes"), ("0", "no"))}
     gap = np.zeros(400, np.float32)
     corpus = Path(root) / "waves_yesno"

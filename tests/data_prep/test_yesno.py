@@ -36,7 +36,8 @@ def test_prepare(corpus, tmp_path, caplog) -> None:
         assert list(load_manifest(tmp_path / f"yesno_recordings_{split}.jsonl.gz")) == list(recs)
     assert manifests["train"]["supervisions"][0].text == "NO NO NO NO NO NO NO NO"
     assert manifests["test"]["supervisions"]["0_0_0_0_0_1_0_0"].text == "NO NO NO NO NO YES NO NO"
-    assert read_lexicon(tmp_path / "yesno_lexicon.txt") == {"NO": [("N", "OW")], "YES": [("Y", "EH", "S")]}
+    lexicon = read_lexicon(tmp_path / "yesno_lexicon.txt")
+    assert lexicon == {"NO": [("N", "OW")], "YES": [("Y", "EH", "S")]}
     assert (tmp_path / "yesno_oov.txt").read_text() == ""
     with caplog.at_level(logging.INFO):
         prepare_yesno(corpus.parent, tmp_path)  # parent dir accepted; outputs exist: skipped

@@ -4,12 +4,12 @@ import sys
 import numpy as np
 import pytest
 
-from asr_kd.tts.espeak import EspeakNG, list_voice_variants, strip_stress
+from asr_kd.tts.espeak import get_espeak, list_voice_variants, strip_stress
 
 
 @pytest.fixture(scope="module")
 def tts():
-    return EspeakNG()
+    return get_espeak()
 
 
 def test_strip_stress():
@@ -46,8 +46,8 @@ def test_voice_variants_listed():
 
 _SCRIPT = """
 import hashlib
-from asr_kd.tts.espeak import EspeakNG
-tts = EspeakNG()
+from asr_kd.tts.espeak import get_espeak
+tts = get_espeak()
 h = hashlib.sha256()
 for voice in ("en-us+klatt4", "en-gb-x-rp+whisper", "en+m3"):
     h.update(tts.synthesize("nine four", voice=voice, rate=150, seed=7).audio.tobytes())

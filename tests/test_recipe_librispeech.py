@@ -1,0 +1,37 @@
+"""Integration: stages 0-2 of recipes/librispeech/run.sh on a miniature mini-LibriSpeech."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lhotse import CutSet
+
+from asr_kd.data.g2p import ARPABET_PHONES
+from asr_kd.data.lang import Lang
+
+sys.path.insert(0, str(Path(__file__).parent / "data_prep"))
+from minicorpora import LIBRISPEECH_EXPECTED, build_mini_librispeech  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_librispeech_recipe_stages_0_2(tmp_path):
+    build_mini_librispeech(tmp_path / "download")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = [
+        str(REPO / "recipes/librispeech/run.sh"), "--dl-dir", str(tmp_path / "download"),
+        "--download", "false", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+        "--stop-stage", "2",
+    ]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    for part, expected in LIBRISPEECH_EXPECTED.items():
+        cuts = CutSet.from_file(tmp_path / f"data/fbank/librispeech_cuts_{part}.jsonl.gz")
+        assert {c.supervisions[0].id: c.supervisions[0].text for c in cuts} == expected
+        for cut in cuts:
+            assert cut.load_features().shape == (cut.num_frames, 80)
+            assert abs(cut.num_frames - cut.duration * 100) <= 2
+    lang = Lang.load(tmp_path / "data/lang_librispeech")
+    assert set(lang.nonsilence_phones) <= set(ARPABET_PHONES)
+    assert {"MISTER", "ZORBLAX", "NORTHANGER"} <= set(lang.words)
+    assert (tmp_path / "exp/corpus_stats.json").is_file()
