@@ -11,11 +11,14 @@
 #   0  prepare   synthesize the corpus -> data/manifests/synth_digits_*.jsonl.gz, lexicon
 #   1  features  80-dim fbank          -> data/fbank/synth_digits_cuts_{train,dev,test}.jsonl.gz
 #   2  lang      phones, words, HMM topology, pdf ids -> data/lang/
+#   3  align     flat-start monophone GMM-HMM, Viterbi  -> data/ali/synth_digits_cuts_*.jsonl.gz
+#                (frame_labels), exp/synth_digits/align/{report.json,report.txt,pdf_counts.txt}
 #
 # Output tree:
 #   data/manifests/  synth_digits_{recordings,supervisions}_{train,dev,test}.jsonl.gz, wav/
 #   data/fbank/      synth_digits_cuts_*.jsonl.gz, synth_digits_feats_*/
 #   data/lang/       phones.txt words.txt lexicon*.txt topo.json pdfs.txt L*.fst lang.json
+#   data/ali/        synth_digits_cuts_*.jsonl.gz with frame_labels, synth_digits_frame_labels_*.h5
 #   exp/synth_digits/log/   one log per stage
 set -euo pipefail
 
@@ -34,6 +37,7 @@ cd "$(dirname "$0")/../.."   # recipes run from the repository root
 manifests=$data/manifests
 fbank=$data/fbank
 lang=$data/lang
+ali=$data/ali
 mkdir -p "$exp/log"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -62,6 +66,16 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
       --log-file "$exp/log/lang.log"
     touch "$lang/.done"
   fi
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: flat-start forced alignment"
+  if [ ! -f "$ali/.synth_digits.done" ]; then
+    asr-kd align --cuts-dir "$fbank" --corpus synth_digits --lang-dir "$lang" --output-dir "$ali" \
+      --exp-dir "$exp/align" --nj "$nj" --log-file "$exp/log/align.log"
+    touch "$ali/.synth_digits.done"
+  fi
+  cat "$exp/align/report.txt"
 fi
 
 log "Done (stages $stage..$stop_stage)."
