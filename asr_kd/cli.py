@@ -206,18 +206,39 @@ def _add_align(sub) -> None:
     p.add_argument("--num-iters", type=int, default=25)
     p.add_argument("--total-gauss", type=int, default=1000, help="Gaussians over all pdfs at the end")
     p.add_argument("--max-utts", type=int, default=3000, help="training subset size (utterances)")
+    p.add_argument(
+        "--acoustic-scale", type=float, default=0.1,
+        help="GMM log-likelihood scale against HMM transition costs in the Viterbi search",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reference-phones", choices=("same", "timit"), default="same",
+        help="how reference 'phone' tiers map to the lang's phones for the report: 'same' (synthetic "
+        "corpora) or 'timit' (61 TIMIT phones -> ARPAbet, closures joined to their stops)",
+    )  # fmt: skip
     _add_common(p)
+
+
+def _reference_map(name: str):
+    if name == "timit":
+        from data_prep.timit import timit_reference_phone
+
+        return timit_reference_phone
+    return None
 
 
 def _run_align(args) -> None:
     from asr_kd.align.stage import align_corpus
     from asr_kd.align.train_mono import MonoConfig
 
-    cfg = MonoConfig(num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts, seed=args.seed)
+    cfg = MonoConfig(
+        num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
+        acoustic_scale=args.acoustic_scale, seed=args.seed,
+    )  # fmt: skip
     align_corpus(
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,
         train_split=args.train_split, num_jobs=args.nj, device=args.device, config=cfg,
+        ref_map=_reference_map(args.reference_phones),
     )  # fmt: skip
 
 
@@ -231,6 +252,7 @@ def _add_align_report(sub) -> None:
     p.add_argument("cuts", type=Path, help="aligned cuts (stage 3 output)")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument("--reference-phones", choices=("same", "timit"), default="same")
     _add_common(p)
 
 
@@ -242,7 +264,9 @@ def _run_align_report(args) -> None:
     from asr_kd.data.lang import Lang
     from asr_kd.utils import write_json
 
-    report = score_alignments(CutSet.from_file(args.cuts), Lang.load(args.lang_dir), None)
+    report = score_alignments(
+        CutSet.from_file(args.cuts), Lang.load(args.lang_dir), None, _reference_map(args.reference_phones)
+    )
     if report is None:
         raise ValueError(f"no cut in {args.cuts} has a reference 'phone' alignment tier")
     if args.json:

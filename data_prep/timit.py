@@ -69,6 +69,22 @@ TIMIT_TO_ARPABET: dict[str, tuple[str, ...]] = {
 }
 # fmt: on
 
+_CLOSURE_TO_STOP = {"bcl": "B", "dcl": "D", "gcl": "G", "kcl": "K", "pcl": "P", "tcl": "T"}
+
+
+def timit_reference_phone(symbol: str, sil_phone: str = "SIL") -> str:
+    """Map a TIMIT .PHN symbol to the aligner's phone set, for scoring alignments against TIMIT.
+
+    Closures become their stop (a stop's HMM covers closure and burst), pauses, epenthetic silence,
+    ``h#`` and the glottal stop ``q`` become ``sil_phone``, syllabic consonants their consonant
+    (``el`` -> ``L``).
+    """
+    if symbol in _CLOSURE_TO_STOP:
+        return _CLOSURE_TO_STOP[symbol]
+    mapped = TIMIT_TO_ARPABET.get(symbol, ())
+    return mapped[-1] if mapped else sil_phone
+
+
 _DICT_LINE = re.compile(r"^(\S+)\s+/([^/]*)/\s*$")
 
 

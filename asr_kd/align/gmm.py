@@ -305,7 +305,7 @@ class DiagGmm:
             logger.warning(
                 "%d of %d pdfs had no frames and keep their parameters", info.num_pdfs_no_data, num_pdfs
             )
-        logger.info("GMM update: %s", info)
+        logger.debug("GMM update: %s", info)
         return info
 
     def mix_up(

@@ -114,7 +114,7 @@ def align_corpus(
         out_cuts = output_dir / f"{corpus}_cuts_{split}.jsonl.gz"
         if out_cuts.is_file():
             logging.info(f"{out_cuts} exists: {split} already aligned")
-            aligned = CutSet.from_file(out_cuts)
+            aligned = CutSet.from_file(out_cuts) or CutSet.from_cuts([])  # lhotse reads an empty file as None
             skipped = None
         else:
             aligned, skipped = _align_split(cut_sets[split], lang, gmm, cfg, dev, num_jobs, output_dir, corpus, split)

@@ -12,6 +12,7 @@
 #      (CMUdict, espeak-ng G2P for out-of-vocabulary words; data/manifests/librispeech_oov.txt)
 #   1  features  80-dim fbank -> data/fbank/librispeech_cuts_<part>.jsonl.gz
 #   2  lang      phones, words, HMM topology, pdf ids -> data/lang_librispeech/
+#   3  align     flat-start monophone GMM-HMM (trained on $train_split) -> data/ali/librispeech_cuts_*
 #
 # Expected input tree (what stage 0 downloads):
 #   $dl_dir/LibriSpeech/{train-clean-5,dev-clean-2}/<speaker>/<chapter>/*.flac, *.trans.txt
@@ -23,6 +24,8 @@ nj=2
 dl_dir=download
 download=true
 dataset_parts=mini_librispeech
+train_split=train-clean-5              # the part the aligner (and later the models) train on
+splits="train-clean-5 dev-clean-2"     # the parts to align
 data=data
 exp=exp/librispeech
 
@@ -33,6 +36,7 @@ cd "$(dirname "$0")/../.."   # recipes run from the repository root
 manifests=$data/manifests
 fbank=$data/fbank
 lang=$data/lang_librispeech
+ali=$data/ali
 mkdir -p "$exp/log"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -67,6 +71,17 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     asr-kd lang --lexicon "$manifests/librispeech_lexicon.txt" --lang-dir "$lang" \
       --log-file "$exp/log/lang.log"
     touch "$lang/.done"
+  fi
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: flat-start forced alignment"
+  if [ ! -f "$ali/.librispeech.done" ]; then
+    # shellcheck disable=SC2086
+    asr-kd align --cuts-dir "$fbank" --corpus librispeech --lang-dir "$lang" --output-dir "$ali" \
+      --exp-dir "$exp/align" --splits $splits --train-split "$train_split" --nj "$nj" \
+      --log-file "$exp/log/align.log"
+    touch "$ali/.librispeech.done"
   fi
 fi
 
