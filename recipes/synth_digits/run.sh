@@ -13,6 +13,9 @@
 #   2  lang      phones, words, HMM topology, pdf ids -> data/lang/
 #   3  align     flat-start monophone GMM-HMM, Viterbi  -> data/ali/synth_digits_cuts_*.jsonl.gz
 #                (frame_labels), exp/synth_digits/align/{report.json,report.txt,pdf_counts.txt}
+#   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/synth_digits/teacher-<i>/
+#   5  cache     ensemble posteriors at temperature $temperature, top-$k -> exp/synth_digits/cache-T<T>/;
+#                frame accuracy of each teacher, their mean and the ensemble -> exp/synth_digits/teachers.json
 #
 # Output tree:
 #   data/manifests/  synth_digits_{recordings,supervisions}_{train,dev,test}.jsonl.gz, wav/
@@ -29,6 +32,12 @@ hours=1.0       # corpus size, all splits together
 seed=42
 data=data       # data directory (manifests, features, lang)
 exp=exp/synth_digits
+teachers="dnn:teacher:1 tdnn:teacher:2 dnn:teacher:3"   # arch:size:seed of each teacher
+teacher_epochs=6
+max_duration=100  # seconds of audio per batch
+temperature=2.0   # of the cached ensemble posteriors
+k=16              # pdfs kept per frame in the cache (0: dense fp16)
+device=auto
 
 . "$(dirname "$0")/../shared/parse_options.sh"
 . "$(dirname "$0")/../shared/log.sh"
@@ -76,6 +85,42 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     touch "$ali/.synth_digits.done"
   fi
   cat "$exp/align/report.txt"
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  i=0
+  for spec in $teachers; do
+    IFS=: read -r arch size seed <<< "$spec"
+    log "Stage 4: teacher-$i ($arch, $size, seed $seed)"
+    # resumes an interrupted run; returns at once when exp/.../done exists
+    asr-kd train --exp-dir "$exp/teacher-$i" --arch "$arch" --size "$size" --seed "$seed" \
+      --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
+      --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$teacher_epochs" \
+      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device"
+    i=$((i + 1))
+  done
+fi
+
+teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
+  local i=0 spec
+  for spec in $teachers; do echo "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
+}
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: cache the ensemble's soft targets (T=$temperature, k=$k)"
+  cache=$exp/cache-T$temperature
+  if [ ! -f "$cache/.done" ]; then
+    storage=(--storage topk --k "$k"); [ "$k" -eq 0 ] && storage=(--storage dense)
+    # shellcheck disable=SC2046
+    asr-kd cache --teachers $(teacher_ckpts) --cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
+      --cache-dir "$cache" --temperature "$temperature" "${storage[@]}" --device "$device" \
+      --log-file "$exp/log/cache.log"
+    touch "$cache/.done"
+  fi
+  log "Stage 5: frame accuracy of the teachers, their mean and the ensemble"
+  # shellcheck disable=SC2046
+  asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
+    --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
 fi
 
 log "Done (stages $stage..$stop_stage)."

@@ -1,0 +1,274 @@
+"""The one datamodule of the toolkit: lhotse samplers, frame-level collation, SpecAugment, DataLoaders.
+
+Usage::
+
+    from asr_kd.datamodule import DataConfig, FrameDataModule
+
+    dm = FrameDataModule(DataConfig(train_cuts="data/ali/synth_digits_cuts_train.jsonl.gz",
+                                    valid_cuts="data/ali/synth_digits_cuts_dev.jsonl.gz", max_duration=200))
+    for batch in dm.train_dataloader(epoch=1):
+        batch["features"]      # (B, T, 80) float32, zero-padded
+        batch["lengths"]       # (B,) int64, frames
+        batch["frame_labels"]  # (B, T) int64 pdf ids, -100 on padding
+        batch["cut_ids"]       # list of B cut ids, in the row order of the tensors
+
+Extra per-batch fields (the distillation stage's soft targets) plug in as ``extra_fields``: a dict
+``name -> fn(cuts, lengths)`` whose results land in ``batch[name]``; ``cuts`` is the batch's ``CutSet``
+in row order and ``lengths`` the ``(B,)`` frame counts.
+
+Exact resumption: the train dataloader can skip the first ``skip_batches`` batches of an epoch without
+loading their features (see ``ResumableSampler``); SpecAugment draws its masks from a generator seeded by
+(seed, epoch, cut ids), so a batch is augmented identically whichever worker or run builds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+from lhotse.dataset.sampling.base import CutSampler
+from torch.utils.data import DataLoader, Dataset
+
+IGNORE_INDEX = -100  # frame label of padding frames (torch cross_entropy's default ignore_index)
+
+ExtraField = Callable[[CutSet, torch.Tensor], Any]  # fn(cuts, lengths (B,)) -> a batch field
+DUPLICATE_ID = re.compile(r"_dup\d+$")  # lhotse's suffix on cuts repeated to give every DDP rank a batch
+
+
+@dataclass
+class DataConfig:
+    train_cuts: str = "data/ali/synth_digits_cuts_train.jsonl.gz"  # aligned training cuts (frame_labels field)
+    valid_cuts: str = "data/ali/synth_digits_cuts_dev.jsonl.gz"  # aligned validation cuts
+    max_duration: float = 200.0  # seconds of audio per batch (per DDP rank)
+    num_buckets: int = 10  # duration buckets of the training sampler
+    shuffle: bool = True  # shuffle the training cuts (reservoir shuffle, seeded by seed + epoch)
+    drop_last: bool = False  # drop incomplete training batches
+    num_workers: int = 2  # DataLoader worker processes (0: load in the training process)
+    spec_augment: bool = True  # SpecAugment-style masking of training features (labels never change)
+    num_freq_masks: int = 2  # frequency masks per utterance
+    freq_mask_width: int = 10  # max width of a frequency mask, in mel bins
+    num_time_masks: int = 2  # time masks per utterance
+    time_mask_width: int = 20  # max width of a time mask, in frames
+    time_mask_max_ratio: float = 0.2  # a time mask covers at most this share of an utterance's frames
+
+
+def read_cuts(cuts: CutSet | str | Path, lazy: bool = False) -> CutSet:
+    """A ``CutSet`` as is, or read from a manifest path (lazily for streaming samplers)."""
+    if isinstance(cuts, CutSet):
+        return cuts
+    path = Path(cuts)
+    if not path.is_file():
+        raise FileNotFoundError(f"cuts manifest {path} does not exist: run the align stage first")
+    return CutSet.from_jsonl_lazy(path) if lazy else CutSet.from_file(path)
+
+
+class SpecAugment:
+    """Frequency and time masking of one utterance's features with torchaudio's transforms.
+
+    Masks are filled with the utterance's mean feature value (log-mel zero is not "silence").
+    """
+
+    def __init__(self, num_freq_masks: int, freq_mask_width: int, num_time_masks: int, time_mask_width: int,
+                 time_mask_max_ratio: float) -> None:  # fmt: skip
+        import torchaudio.transforms as T
+
+        self.freq_masks = [T.FrequencyMasking(freq_mask_width) for _ in range(num_freq_masks)]
+        self.time_masks = [T.TimeMasking(time_mask_width, p=time_mask_max_ratio) for _ in range(num_time_masks)]
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> "SpecAugment":
+        return cls(cfg.num_freq_masks, cfg.freq_mask_width, cfg.num_time_masks, cfg.time_mask_width,
+                   cfg.time_mask_max_ratio)  # fmt: skip
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (T, F) -> masked copy (T, F). Uses torch's global CPU generator."""
+        spec = features.t().clone()  # torchaudio masks (..., freq, time)
+        fill = float(spec.mean())
+        for mask in self.freq_masks:
+            spec = mask(spec, mask_value=fill)
+        for mask in self.time_masks:
+            spec = mask(spec, mask_value=fill)
+        return spec.t()
+
+
+def ignore_duplicates(batch: dict[str, Any]) -> dict[str, Any]:
+    """Set the frame labels of lhotse's DDP padding duplicates (ids ``..._dup<k>``) to IGNORE_INDEX, so
+    that sharded evaluation counts every cut once."""
+    rows = [i for i, cut_id in enumerate(batch["cut_ids"]) if DUPLICATE_ID.search(cut_id)]
+    if rows and "frame_labels" in batch:
+        batch["frame_labels"][rows] = IGNORE_INDEX
+    return batch
+
+
+def batch_seed(seed: int, epoch: int, cut_ids: list[str]) -> int:
+    """A seed that depends only on the run's seed, the epoch and the batch's cuts."""
+    return zlib.crc32("\n".join(cut_ids).encode(), (seed * 1_000_003 + epoch) & 0xFFFFFFFF)
+
+
+class FrameDataset(Dataset):
+    """Map-style lhotse dataset: ``dataset[cuts]`` -> a padded frame-level batch (module docstring).
+
+    Rows keep the order of ``cuts``. ``with_labels=False`` leaves out ``frame_labels`` (cuts without
+    alignments, e.g. for computing teacher posteriors on unlabelled data).
+    """
+
+    def __init__(self, spec_augment: SpecAugment | None = None, extra_fields: Mapping[str, ExtraField] | None = None,
+                 with_labels: bool = True, seed: int = 0) -> None:  # fmt: skip
+        self.spec_augment = spec_augment
+        self.extra_fields = dict(extra_fields or {})
+        for name in self.extra_fields:
+            if name in ("features", "lengths", "frame_labels", "cut_ids"):
+                raise ValueError(f"extra field {name!r} would overwrite a built-in batch field")
+        self.with_labels = with_labels
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Picked up by DataLoader workers started after the call (workers are not persistent)."""
+        self.epoch = epoch
+
+    def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
+        cut_list = list(cuts)
+        feats = [torch.from_numpy(c.load_features()).float() for c in cut_list]
+        labels = [self._labels(c, f.shape[0]) for c, f in zip(cut_list, feats)] if self.with_labels else None
+        if self.spec_augment is not None:
+            feats = self._augment(feats, [c.id for c in cut_list])
+        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
+        batch: dict[str, Any] = {
+            "features": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
+            "lengths": lengths,
+            "cut_ids": [c.id for c in cut_list],
+        }
+        if labels is not None:
+            batch["frame_labels"] = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True,
+                                                                    padding_value=IGNORE_INDEX)  # fmt: skip
+        for name, fn in self.extra_fields.items():
+            batch[name] = fn(cuts, lengths)
+        return batch
+
+    @staticmethod
+    def _labels(cut, num_frames: int) -> torch.Tensor:
+        if not cut.has_custom("frame_labels"):
+            raise ValueError(f"cut {cut.id} has no 'frame_labels' field: train on the align stage's cuts")
+        labels = torch.from_numpy(cut.load_frame_labels().astype("int64"))
+        if labels.shape != (num_frames,):
+            raise ValueError(f"cut {cut.id}: frame_labels has shape {tuple(labels.shape)}, "
+                             f"expected ({num_frames},) like its features")  # fmt: skip
+        return labels
+
+    def _augment(self, feats: list[torch.Tensor], cut_ids: list[str]) -> list[torch.Tensor]:
+        # fork the CPU generator: the masks never perturb the training process's random stream
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(batch_seed(self.seed, self.epoch, cut_ids))
+            return [self.spec_augment(f) for f in feats]
+
+
+class ResumableSampler:
+    """Wraps a lhotse sampler; each ``iter()`` starts the epoch set by ``set_epoch`` after skipping
+    ``skip_batches`` batches (metadata only: no features are read), then resets the skip to 0.
+
+    Why not ``sampler.load_state_dict``: lhotse counts the batches the sampler *produced*, which runs
+    ahead of the batches the training loop *consumed* by ``num_workers * prefetch_factor`` when the
+    DataLoader prefetches; counting consumed batches resumes at exactly the next unseen batch.
+    """
+
+    def __init__(self, sampler: CutSampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def __iter__(self) -> Iterator[CutSet]:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.allow_iter_to_reset_state()
+        it = iter(self.sampler)  # a lhotse sampler is its own iterator: `yield from` would restart it
+        skip, self.skip_batches = self.skip_batches, 0
+        for i in range(skip):
+            if next(it, None) is None:
+                raise ValueError(f"cannot skip {skip} batches: epoch {self.epoch} has only {i}")
+        while (batch := next(it, None)) is not None:
+            yield batch
+
+
+class FrameDataModule:
+    """Training and evaluation DataLoaders over frame-labelled cuts; DDP sharding by ``rank``."""
+
+    def __init__(self, cfg: DataConfig, seed: int = 42, world_size: int = 1, rank: int = 0,
+                 extra_fields: Mapping[str, ExtraField] | None = None) -> None:  # fmt: skip
+        """``seed``: of the training sampler's shuffling and of SpecAugment's masks (with the epoch).
+        ``extra_fields``: added to training batches only (module docstring)."""
+        self.cfg, self.seed = cfg, seed
+        self.world_size, self.rank = world_size, rank
+        self.extra_fields = dict(extra_fields or {})
+        self._train: tuple[ResumableSampler, FrameDataset] | None = None
+        self._valid_cuts: CutSet | None = None
+
+    def _train_parts(self) -> tuple[ResumableSampler, FrameDataset]:
+        if self._train is None:
+            cfg = self.cfg
+            sampler = DynamicBucketingSampler(
+                read_cuts(cfg.train_cuts, lazy=True), max_duration=cfg.max_duration, num_buckets=cfg.num_buckets,
+                shuffle=cfg.shuffle, drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size,
+                rank=self.rank,
+            )  # fmt: skip
+            augment = SpecAugment.from_config(cfg) if cfg.spec_augment else None
+            dataset = FrameDataset(augment, self.extra_fields, with_labels=True, seed=self.seed)
+            self._train = (ResumableSampler(sampler), dataset)
+        return self._train
+
+    @property
+    def train_sampler(self) -> ResumableSampler:
+        return self._train_parts()[0]
+
+    def train_dataloader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
+        """Batches of ``epoch`` (1-based), after skipping its first ``skip_batches`` (resumption)."""
+        sampler, dataset = self._train_parts()
+        sampler.set_epoch(epoch, skip_batches)
+        dataset.set_epoch(epoch)
+        return self._loader(dataset, sampler, seed=self.seed + epoch)
+
+    def num_train_batches(self, epoch: int = 1) -> int:
+        """Batches this rank gets in ``epoch`` (iterates the cut metadata once; no features read)."""
+        sampler = self.train_sampler
+        sampler.set_epoch(epoch)
+        return sum(1 for _ in sampler)
+
+    def eval_dataloader(self, cuts: CutSet | str | Path, with_labels: bool = True, max_duration: float | None = None,
+                        extra_fields: Mapping[str, ExtraField] | None = None) -> DataLoader:  # fmt: skip
+        """Unshuffled, unaugmented batches of ``cuts`` (validation, test, teacher posteriors).
+
+        Sharded by rank: under DDP each rank sees its share (lhotse may repeat a few cuts, with ids
+        ``..._dup<k>``, so that every rank gets the same number of batches: see ``ignore_duplicates``).
+        """
+        sampler = SimpleCutSampler(
+            read_cuts(cuts), max_duration=max_duration or self.cfg.max_duration, shuffle=False,
+            world_size=self.world_size, rank=self.rank,
+        )  # fmt: skip
+        dataset = FrameDataset(None, extra_fields, with_labels=with_labels)
+        return self._loader(dataset, sampler, seed=self.seed)
+
+    def valid_dataloader(self) -> DataLoader:
+        """``eval_dataloader`` of ``cfg.valid_cuts`` (read once)."""
+        if self._valid_cuts is None:
+            self._valid_cuts = read_cuts(self.cfg.valid_cuts)
+        return self.eval_dataloader(self._valid_cuts)
+
+    def _loader(self, dataset: FrameDataset, sampler, seed: int) -> DataLoader:
+        # own generator: creating the iterator must not consume the global torch RNG (exact resumption)
+        generator = torch.Generator().manual_seed(seed)
+        workers = self.cfg.num_workers
+        logging.debug(f"DataLoader with {workers} workers (rank {self.rank}/{self.world_size})")
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers, persistent_workers=False,
+                          generator=generator, pin_memory=torch.cuda.is_available())  # fmt: skip

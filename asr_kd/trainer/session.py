@@ -1,0 +1,89 @@
+"""One rank's training session: model, optimizer, data, counters; cross-rank sums of batch statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from asr_kd.datamodule import FrameDataModule
+from asr_kd.trainer.checkpoint import save_train_state
+
+LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]  # (logits, batch) -> (loss, stats)
+
+
+@dataclass
+class Session:
+    """Everything one rank's training loop works on."""
+
+    cfg: Any  # asr_kd.train.TrainConfig
+    rank: int
+    world_size: int
+    device: torch.device
+    model: nn.Module  # DDP-wrapped under DDP
+    module: nn.Module  # the bare model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data: FrameDataModule
+    loss_fn: LossFn
+    writer: Any  # tensorboard SummaryWriter on rank 0, else None
+    total_steps: int
+    step: int = 0  # optimizer steps done
+    best_valid_acc: float = -1.0
+    best_epoch: int = 0
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.cfg.exp_dir)
+
+    def state(self, next_epoch: int, next_batch: int) -> dict:
+        """The loop's counters; (next_epoch, next_batch) is where a resumed run starts."""
+        return {"epoch": next_epoch, "batch_idx": next_batch, "step": self.step, "total_steps": self.total_steps,
+                "best_valid_acc": self.best_valid_acc, "best_epoch": self.best_epoch}  # fmt: skip
+
+    def save(self, names: list[str], next_epoch: int, next_batch: int) -> None:
+        """Collective: every rank must call it (RNG states of all ranks are gathered)."""
+        save_train_state(self.exp_dir, names, self.module, self.cfg, self.optimizer, self.scheduler,
+                         self.data.train_sampler, self.state(next_epoch, next_batch), self.rank, self.world_size)
+
+    def scalars(self, prefix: str, values: Mapping[str, float]) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}/{k}", v, self.step)
+
+
+def _all_reduce(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
+    names = sorted(values)
+    flat = torch.stack([torch.as_tensor(values[k], dtype=torch.float64) for k in names])
+    if world_size > 1:
+        flat = flat.to(next(iter(values.values())).device)
+        dist.all_reduce(flat)
+    return dict(zip(names, flat.tolist()))
+
+
+def per_frame(sums: Mapping[str, float]) -> dict[str, float]:
+    """Sums over frames -> averages; "correct" becomes "frame_acc"."""
+    frames = max(sums.get("frames", 0.0), 1.0)
+    out = {("frame_acc" if k == "correct" else k): v / frames for k, v in sums.items() if k != "frames"}
+    return {**out, "frames": sums.get("frames", 0.0)}
+
+
+def all_reduce_sums(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
+    """Sum each statistic over the ranks (float64)."""
+    names = sorted(values)
+    flat = torch.stack([torch.as_tensor(values[k], dtype=torch.float64) for k in names])
+    if world_size > 1:
+        flat = flat.to(next(iter(values.values())).device)
+        dist.all_reduce(flat)
+    return dict(zip(names, flat.tolist()))
+
+
+def per_frame(sums: Mapping[str, float]) -> dict[str, float]:
+    """Sums over frames -> averages; "correct" becomes "frame_acc"; "frames" stays the count."""
+    frames = max(sums.get("frames", 0.0), 1.0)
+    out = {("frame_acc" if k == "correct" else k): v / frames for k, v in sums.items() if k != "frames"}
+    return {**out, "frames": sums.get("frames", 0.0)}

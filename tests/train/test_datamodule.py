@@ -1,0 +1,117 @@
+"""The datamodule: collation and padding, the extra-field hook, SpecAugment, DDP sharding, resumption."""
+
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet
+from train_fixtures import make_cuts
+
+from asr_kd.datamodule import DataConfig, FrameDataModule, FrameDataset, SpecAugment, ignore_duplicates, read_cuts
+
+
+@pytest.fixture(scope="module")
+def cuts_path(tmp_path_factory):
+    return make_cuts(tmp_path_factory.mktemp("cuts"), "train", 24, seed=3)
+
+
+def _config(path, **kw) -> DataConfig:
+    return DataConfig(train_cuts=str(path), valid_cuts=str(path), max_duration=2.0, num_buckets=2,
+                      num_workers=0, **kw)  # fmt: skip
+
+
+def test_collation_pads_labels_with_ignore_index(cuts_path):
+    cuts = read_cuts(cuts_path).subset(first=5)
+    batch = FrameDataset()[cuts]
+    lengths = [c.num_frames for c in cuts]
+    assert batch["cut_ids"] == [c.id for c in cuts]
+    assert batch["lengths"].tolist() == lengths
+    assert batch["features"].shape == (5, max(lengths), 80) and batch["features"].dtype == torch.float32
+    assert batch["frame_labels"].dtype == torch.int64
+    for row, cut in enumerate(cuts):
+        n = lengths[row]
+        assert torch.equal(batch["features"][row, :n], torch.from_numpy(cut.load_features()))
+        assert batch["frame_labels"][row, :n].tolist() == cut.load_frame_labels().tolist()
+        assert torch.all(batch["frame_labels"][row, n:] == -100)
+        assert torch.all(batch["features"][row, n:] == 0)
+
+
+def test_extra_fields_hook(cuts_path):
+    cuts = read_cuts(cuts_path).subset(first=3)
+    dataset = FrameDataset(extra_fields={"num_chars": lambda cs, lengths: (len(list(cs)), lengths.sum())})
+    batch = dataset[cuts]
+    assert batch["num_chars"] == (3, batch["lengths"].sum())
+    with pytest.raises(ValueError, match="overwrite a built-in"):
+        FrameDataset(extra_fields={"frame_labels": lambda cs, lengths: None})
+
+
+def test_missing_labels_is_a_clear_error(cuts_path):
+    cuts = CutSet.from_cuts([read_cuts(cuts_path)[0].with_custom("frame_labels", None)])
+    cut = cuts[0]
+    cut.custom.pop("frame_labels")
+    with pytest.raises(ValueError, match="has no 'frame_labels'"):
+        FrameDataset()[cuts]
+    assert "frame_labels" not in FrameDataset(with_labels=False)[cuts]
+
+
+def test_spec_augment_masks_features_only_and_is_reproducible(cuts_path):
+    cuts = read_cuts(cuts_path).subset(first=4)
+    augment = SpecAugment(num_freq_masks=2, freq_mask_width=10, num_time_masks=2, time_mask_width=10,
+                          time_mask_max_ratio=0.5)  # fmt: skip
+    plain, masked = FrameDataset()[cuts], FrameDataset(augment, seed=1)[cuts]
+    assert torch.equal(plain["frame_labels"], masked["frame_labels"])
+    assert not torch.equal(plain["features"], masked["features"])
+    before = torch.get_rng_state()
+    again = FrameDataset(augment, seed=1)[cuts]
+    assert torch.equal(torch.get_rng_state(), before)  # the training process's RNG is untouched
+    assert torch.equal(again["features"], masked["features"])
+    other_epoch = FrameDataset(augment, seed=1)
+    other_epoch.set_epoch(2)
+    assert not torch.equal(other_epoch[cuts]["features"], masked["features"])
+
+
+def _epoch_ids(dm: FrameDataModule, epoch: int, skip: int = 0) -> list[list[str]]:
+    return [b["cut_ids"] for b in dm.train_dataloader(epoch, skip)]
+
+
+def test_ddp_sharding_splits_the_cuts(cuts_path):
+    cfg = _config(cuts_path, shuffle=True)
+    shards = [_epoch_ids(FrameDataModule(cfg, seed=5, world_size=2, rank=r), 1) for r in range(2)]
+    ids = [{i for b in shard for i in b} for shard in shards]
+    assert len(shards[0]) == len(shards[1])  # same number of steps on every rank
+    assert not ids[0] & ids[1]
+    # lhotse may repeat a cut (id + "_dup<k>") to give every rank a batch in the last round
+    originals = {i.split("_dup")[0] for i in ids[0] | ids[1]}
+    assert originals == {c.id for c in read_cuts(cuts_path)}
+
+
+def test_ignore_duplicates_masks_their_labels():
+    batch = {"cut_ids": ["a", "b_dup0"], "frame_labels": torch.tensor([[1, 2], [3, -100]])}
+    assert ignore_duplicates(batch)["frame_labels"].tolist() == [[1, 2], [-100, -100]]
+
+
+def test_epochs_reshuffle_and_skip_resumes_exactly(cuts_path):
+    dm = FrameDataModule(_config(cuts_path, shuffle=True), seed=5)
+    first, second = _epoch_ids(dm, 1), _epoch_ids(dm, 2)
+    assert first != second
+    assert sorted(sum(first, [])) == sorted(sum(second, []))
+    assert _epoch_ids(dm, 2, skip=3) == second[3:]
+    assert _epoch_ids(dm, 2) == second  # the skip applies once
+    assert dm.num_train_batches(2) == len(second)
+    assert _epoch_ids(FrameDataModule(_config(cuts_path, shuffle=True), seed=5), 2) == second
+
+
+def test_eval_dataloader_keeps_manifest_order(cuts_path):
+    dm = FrameDataModule(_config(cuts_path))
+    ids = [i for b in dm.valid_dataloader() for i in b["cut_ids"]]
+    assert ids == [c.id for c in read_cuts(cuts_path)]
+
+
+def test_workers_give_the_same_batches(cuts_path):
+    cfg = _config(cuts_path, shuffle=True)
+    serial = list(FrameDataModule(cfg, seed=5).train_dataloader(1))
+    cfg.num_workers = 2
+    parallel = list(FrameDataModule(cfg, seed=5).train_dataloader(1))
+    assert [b["cut_ids"] for b in serial] == [b["cut_ids"] for b in parallel]
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a["features"], b["features"])  # SpecAugment masks do not depend on the worker
+    assert np.isfinite(serial[0]["features"].numpy()).all()
