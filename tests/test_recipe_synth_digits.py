@@ -1,4 +1,4 @@
-"""Integration: stages 0-3 of recipes/synth_digits/run.sh on a tiny corpus."""
+"""Integration: stages 0-5 of recipes/synth_digits/run.sh on a tiny corpus."""
 
 import hashlib
 import os
@@ -28,7 +28,11 @@ def run_recipe(data: Path, exp: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
-    run_recipe(root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "3")
+    run_recipe(
+        root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "5",
+        "--teachers", "dnn:student-small:1 tdnn:student-small:2", "--teacher-epochs", "3", "--k", "4",
+        "--max-duration", "30",
+    )  # fmt: skip
     return root
 
 
@@ -175,3 +179,34 @@ def test_aligner_beats_its_flat_start(recipe):
     flat_agreement = flat.report()["frame_agreement"]
     trained = report["splits"]["train"]["frame_agreement"]
     assert trained >= 1.5 * flat_agreement and trained >= 0.2
+
+
+def test_teachers_cache_and_ensemble_evaluation(recipe):
+    import json
+
+    from asr_kd.kd.cache import load_soft_target_cuts, soft_targets_of
+    from asr_kd.models.checkpoint import checkpoint_hash, load_model
+
+    lang = Lang.load(recipe / "data/lang")
+    teachers = [recipe / f"exp/teacher-{i}/best-valid-acc.pt" for i in range(2)]
+    for path in teachers:
+        model, config = load_model(path)
+        assert config.num_pdfs == lang.num_pdfs and (path.parent / "done").is_file()
+    cache = recipe / "exp/cache-T2.0"
+    meta = json.loads((cache / "metadata.json").read_text())
+    assert [t["sha256"] for t in meta["teachers"]] == [checkpoint_hash(p) for p in teachers]
+    assert meta["temperature"] == 2.0 and meta["storage"] == "topk" and meta["k"] == 4
+    soft = load_soft_target_cuts(cache, "train")
+    aligned = CutSet.from_file(recipe / "data/ali/synth_digits_cuts_train.jsonl.gz")
+    assert sorted(soft.ids) == sorted(aligned.ids)
+    for cut in soft:
+        targets = soft_targets_of(cut)
+        assert targets.shape == (cut.num_frames, lang.num_pdfs)
+        np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-3)
+    results = json.loads((recipe / "exp/teachers.json").read_text())
+    assert len(results) == 2  # dev and test
+    chance = 1.0 / lang.num_pdfs
+    for r in results:
+        assert len(r["models"]) == 2 and r["ensemble"] is not None
+        assert all(acc > 4 * chance for acc in r["models"].values())  # a tiny teacher learns something
+        assert r["mean_model"] == pytest.approx(np.mean(list(r["models"].values())))

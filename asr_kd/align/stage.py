@@ -99,6 +99,11 @@ def align_corpus(
     exp_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     lang = Lang.load(lang_dir)
+    write_json(exp_dir / "config.json", {
+        "mono": asdict(cfg), "cuts_dir": str(cuts_dir), "corpus": corpus, "lang_dir": str(lang_dir),
+        "output_dir": str(output_dir), "splits": list(splits), "train_split": train_split, "num_jobs": num_jobs,
+        "device": str(dev),
+    })  # fmt: skip
     cut_sets = {s: _read_cuts(cuts_dir, corpus, s) for s in splits}
     if train_split not in cut_sets:
         raise ValueError(f"train_split {train_split!r} must be one of --splits {list(splits)}")

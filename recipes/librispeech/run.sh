@@ -13,6 +13,9 @@
 #   1  features  80-dim fbank -> data/fbank/librispeech_cuts_<part>.jsonl.gz
 #   2  lang      phones, words, HMM topology, pdf ids -> data/lang_librispeech/
 #   3  align     flat-start monophone GMM-HMM (trained on $train_split) -> data/ali/librispeech_cuts_*
+#   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/librispeech/teacher-<i>/
+#   5  cache     ensemble posteriors at temperature $temperature, top-$k -> exp/librispeech/cache-T<T>/;
+#                frame accuracy of the teachers, their mean and the ensemble -> exp/librispeech/teachers.json
 #
 # Expected input tree (what stage 0 downloads):
 #   $dl_dir/LibriSpeech/{train-clean-5,dev-clean-2}/<speaker>/<chapter>/*.flac, *.trans.txt
@@ -26,9 +29,18 @@ download=true
 dataset_parts=mini_librispeech
 train_split=train-clean-5              # the part the aligner (and later the models) train on
 splits="train-clean-5 dev-clean-2"     # the parts to align
+valid_split=dev-clean-2                # validation part of the models
+teachers="tdnn:teacher:1 conformer:teacher:2 dnn:teacher:3"   # arch:size:seed of each teacher
+teacher_epochs=10
+max_duration=200
+temperature=2.0
+k=16
+device=auto
 data=data
 exp=exp/librispeech
 
+conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
+. "$(dirname "$0")/../shared/load_conf.sh" "$@"
 . "$(dirname "$0")/../shared/parse_options.sh"
 . "$(dirname "$0")/../shared/log.sh"
 cd "$(dirname "$0")/../.."   # recipes run from the repository root
@@ -83,6 +95,40 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
       --log-file "$exp/log/align.log"
     touch "$ali/.librispeech.done"
   fi
+fi
+
+teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
+  local i=0 spec
+  for spec in $teachers; do echo "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
+}
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  i=0
+  for spec in $teachers; do
+    IFS=: read -r arch size seed <<< "$spec"
+    log "Stage 4: teacher-$i ($arch, $size, seed $seed)"
+    asr-kd train --exp-dir "$exp/teacher-$i" --arch "$arch" --size "$size" --seed "$seed" \
+      --lang-dir "$lang" --train-cuts "$ali/librispeech_cuts_$train_split.jsonl.gz" \
+      --valid-cuts "$ali/librispeech_cuts_$valid_split.jsonl.gz" --num-epochs "$teacher_epochs" \
+      --max-duration "$max_duration" --device "$device"
+    i=$((i + 1))
+  done
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: cache the ensemble's soft targets (T=$temperature, k=$k)"
+  cache=$exp/cache-T$temperature
+  if [ ! -f "$cache/.done" ]; then
+    storage=(--storage topk --k "$k"); [ "$k" -eq 0 ] && storage=(--storage dense)
+    # shellcheck disable=SC2046
+    asr-kd cache --teachers $(teacher_ckpts) --cuts "$ali/librispeech_cuts_$train_split.jsonl.gz" \
+      --cache-dir "$cache" --temperature "$temperature" "${storage[@]}" --device "$device" \
+      --log-file "$exp/log/cache.log"
+    touch "$cache/.done"
+  fi
+  # shellcheck disable=SC2046
+  asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
+    --cuts "$ali/librispeech_cuts_$valid_split.jsonl.gz"
 fi
 
 log "Done (stages $stage..$stop_stage)."

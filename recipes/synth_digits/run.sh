@@ -39,6 +39,8 @@ temperature=2.0   # of the cached ensemble posteriors
 k=16              # pdfs kept per frame in the cache (0: dense fp16)
 device=auto
 
+conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
+. "$(dirname "$0")/../shared/load_conf.sh" "$@"
 . "$(dirname "$0")/../shared/parse_options.sh"
 . "$(dirname "$0")/../shared/log.sh"
 cd "$(dirname "$0")/../.."   # recipes run from the repository root

@@ -1,0 +1,8 @@
+# GPU-sized synth_digits run (one H100-class GPU, 16 CPU cores):
+#   recipes/synth_digits/run.sh --conf recipes/synth_digits/conf/gpu.sh
+hours=100
+nj=16
+teachers="conformer:teacher-xl:1 tdnn:teacher-xl:2 blstm:teacher-xl:3 dnn:teacher-xl:4"
+teacher_epochs=20
+max_duration=1000
+device=cuda
