@@ -27,7 +27,6 @@ Files in ``lang_dir`` (symbols never contain whitespace; ids are contiguous from
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.data.lexicon import Lexicon, LexiconError, read_lexicon, write_lexicon
-from asr_kd.utils import atomic_output, write_json, write_text
+from asr_kd.utils import atomic_output, file_sha256, write_json, write_text
 
 FORMAT_VERSION = 1
 EPS = "<eps>"
@@ -354,10 +353,6 @@ def _check_pdfs(lang: Lang, path: Path) -> None:
 # -------------------------------------------------------------------- the stage
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _validate_lexicon_file(path: Path, config: LangConfig) -> None:
     """Reject reserved or malformed symbols and conflicting silence/OOV entries, naming the line."""
     expected = {config.sil_word: (config.sil_phone,), config.oov_word: (config.oov_phone,)}
@@ -399,7 +394,7 @@ def prepare_lang(
                         self_loop_prob, sil_prob)
     config.validate()
     lexicon = read_lexicon(lexicon_path)
-    sha256 = _file_sha256(lexicon_path)
+    sha256 = file_sha256(lexicon_path)
     info_path = lang_dir / "lang.json"
     if info_path.is_file() and not force:
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from asr_kd.kd.ensemble import COMBINATION_MODES, check_temperature, validate_weights
-from asr_kd.utils import write_json
+from asr_kd.utils import file_sha256, write_json
 
 FORMAT_VERSION = 1
 METADATA_NAME = "metadata.json"
@@ -38,14 +38,6 @@ CONFIG_FIELDS = (
 
 class CacheMismatchError(ValueError):
     """The soft-target cache does not hold what the run asks for (the message names the field)."""
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def config_sha256(config: Any) -> str:

@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import collections
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from torch import nn
 import asr_kd
 from asr_kd.models.config import ModelConfig
 from asr_kd.models.factory import build_model, count_parameters, resolve_hparams, state_dict_shapes
-from asr_kd.utils import atomic_output
+from asr_kd.utils import atomic_output, file_sha256
 
 CHECKPOINT_FORMAT = "asr-kd-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -205,8 +204,4 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn
 
 def checkpoint_hash(path: Path | str) -> str:
     """Hex SHA-256 of the checkpoint file's bytes (identifies the teachers in soft-target caches)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)

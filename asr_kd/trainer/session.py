@@ -56,22 +56,6 @@ class Session:
                 self.writer.add_scalar(f"{prefix}/{k}", v, self.step)
 
 
-def _all_reduce(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
-    names = sorted(values)
-    flat = torch.stack([torch.as_tensor(values[k], dtype=torch.float64) for k in names])
-    if world_size > 1:
-        flat = flat.to(next(iter(values.values())).device)
-        dist.all_reduce(flat)
-    return dict(zip(names, flat.tolist()))
-
-
-def per_frame(sums: Mapping[str, float]) -> dict[str, float]:
-    """Sums over frames -> averages; "correct" becomes "frame_acc"."""
-    frames = max(sums.get("frames", 0.0), 1.0)
-    out = {("frame_acc" if k == "correct" else k): v / frames for k, v in sums.items() if k != "frames"}
-    return {**out, "frames": sums.get("frames", 0.0)}
-
-
 def all_reduce_sums(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
     """Sum each statistic over the ranks (float64)."""
     names = sorted(values)
