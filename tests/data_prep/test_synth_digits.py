@@ -8,10 +8,10 @@ from lhotse import RecordingSet, SupervisionSet
 
 from asr_kd.data.lexicon import read_lexicon
 from asr_kd.tts.espeak import PhoneEvent, Synthesis
+from asr_kd.tts.tiers import alignment_tiers
 from data_prep.synth_digits import (
     DIGIT_WORDS,
     SynthDigitsConfig,
-    alignment_tiers,
     plan_split,
     prepare_synth_digits,
     pronunciation_counts,

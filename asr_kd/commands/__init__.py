@@ -1,0 +1,1 @@
+"""The subcommands of ``asr-kd``: each parses its arguments and calls one library function."""

@@ -1,0 +1,104 @@
+"""Stage 3: flat-start forced alignment and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_kd.commands.common import add_common
+
+
+# ------------------------------------------------------------------------------------------- align
+def _add_align(sub) -> None:
+    p = sub.add_parser(
+        "align",
+        help="stage 3: flat-start forced alignment of every cut to per-frame pdf ids",
+        description="Stage 3. Trains a monophone GMM-HMM from a flat start (equal alignment, then "
+        "Viterbi re-estimation with kaldi-decoder) on the train split, aligns every split and writes "
+        "<output-dir>/<corpus>_cuts_<split>.jsonl.gz with a `frame_labels` TemporalArray (int32 pdf "
+        "ids, exact, HDF5), pdf_counts.txt (priors) and, where the cuts carry reference phone tiers, "
+        "report.json/report.txt into --exp-dir.",
+    )
+    p.add_argument("--cuts-dir", type=Path, default=Path("data/fbank"), help="where stage 1 wrote the cuts")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
+    p.add_argument("--output-dir", type=Path, default=Path("data/ali"))
+    p.add_argument("--exp-dir", type=Path, required=True, help="e.g. exp/synth_digits/align")
+    p.add_argument("--splits", nargs="+", default=["train", "dev", "test"])
+    p.add_argument("--train-split", default="train", help="the split the aligner is trained on")
+    p.add_argument("--nj", type=int, default=1, help="parallel Viterbi processes")
+    p.add_argument("--device", default="auto", help="GMM computations: 'auto', 'cpu', 'cuda'")
+    p.add_argument("--num-iters", type=int, default=25)
+    p.add_argument("--total-gauss", type=int, default=1000, help="Gaussians over all pdfs at the end")
+    p.add_argument("--max-utts", type=int, default=3000, help="training subset size (utterances)")
+    p.add_argument(
+        "--acoustic-scale", type=float, default=0.1,
+        help="GMM log-likelihood scale against HMM transition costs in the Viterbi search",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reference-phones", choices=("same", "timit"), default="same",
+        help="how reference 'phone' tiers map to the lang's phones for the report: 'same' (synthetic "
+        "corpora) or 'timit' (61 TIMIT phones -> ARPAbet, closures joined to their stops)",
+    )  # fmt: skip
+    add_common(p)
+
+
+def _reference_map(name: str):
+    if name == "timit":
+        from data_prep.timit import timit_reference_phone
+
+        return timit_reference_phone
+    return None
+
+
+def _run_align(args) -> None:
+    from asr_kd.align.stage import align_corpus
+    from asr_kd.align.train_mono import MonoConfig
+
+    cfg = MonoConfig(
+        num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
+        acoustic_scale=args.acoustic_scale, seed=args.seed,
+    )  # fmt: skip
+    align_corpus(
+        args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,
+        train_split=args.train_split, num_jobs=args.nj, device=args.device, config=cfg,
+        ref_map=_reference_map(args.reference_phones),
+    )  # fmt: skip
+
+
+def _add_align_report(sub) -> None:
+    p = sub.add_parser(
+        "align-report",
+        help="score aligned cuts against their reference phone alignments",
+        description="Frame-level phone agreement, share of phone boundaries within 10/20/40 ms and the "
+        "worst phones, for cuts with `frame_labels` and a reference 'phone' alignment tier.",
+    )
+    p.add_argument("cuts", type=Path, help="aligned cuts (stage 3 output)")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument("--reference-phones", choices=("same", "timit"), default="same")
+    add_common(p)
+
+
+def _run_align_report(args) -> None:
+    from lhotse import CutSet
+
+    from asr_kd.align.report import format_report
+    from asr_kd.align.stage import score_alignments
+    from asr_kd.data.lang import Lang
+    from asr_kd.utils import write_json
+
+    report = score_alignments(
+        CutSet.from_file(args.cuts), Lang.load(args.lang_dir), None, _reference_map(args.reference_phones)
+    )
+    if report is None:
+        raise ValueError(f"no cut in {args.cuts} has a reference 'phone' alignment tier")
+    if args.json:
+        write_json(args.json, report)
+    print(format_report(report))
+
+
+COMMANDS = {
+    "align": (_add_align, _run_align),
+    "align-report": (_add_align_report, _run_align_report),
+}

@@ -1,0 +1,190 @@
+"""Stages 0-2: prepare, download, features, lang; and corpus statistics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from asr_kd.commands.common import add_common
+
+CORPORA = ("synth_digits", "librispeech", "timit", "yesno")
+
+
+# ----------------------------------------------------------------------------------------- prepare
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="stage 0: write Lhotse recording/supervision manifests and a lexicon for a corpus",
+        description="Stage 0. Writes <corpus>_{recordings,supervisions}_<split>.jsonl.gz and "
+        "<corpus>_lexicon.txt into --output-dir. Re-running skips finished splits.",
+    )
+    corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+
+    s = corpora.add_parser(
+        "synth_digits",
+        help="synthesize the offline connected-digits corpus with espeak-ng",
+        description="Connected digit strings spoken by espeak-ng voices (train/dev/test voices "
+        "disjoint) with random rate/pitch and white/pink/babble noise; exact phone alignments.",
+    )
+    s.add_argument("--output-dir", type=Path, default=Path("data/manifests"))
+    s.add_argument("--hours", type=float, default=1.0, help="total hours over all splits (default 1.0)")
+    s.add_argument("--seed", type=int, default=42, help="the corpus is a function of the seed")
+    s.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
+    s.add_argument(
+        "--snr-db", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+        help="range of the additive-noise SNR in dB (default 0 30)",
+    )  # fmt: skip
+    add_common(s)
+
+    for name, corpus_help in (
+        ("librispeech", "LibriSpeech or mini LibriSpeech on disk (lhotse recipe + CMUdict lexicon)"),
+        ("timit", "TIMIT on disk (lhotse recipe; word transcripts, reference phone alignments)"),
+        ("yesno", "the yesno corpus on disk (lhotse recipe)"),
+    ):
+        c = corpora.add_parser(name, help=corpus_help, description=corpus_help)
+        c.add_argument("--corpus-dir", type=Path, required=True, help="where the corpus was downloaded")
+        c.add_argument("--output-dir", type=Path, default=Path("data/manifests"))
+        c.add_argument("--nj", type=int, default=1)
+        if name == "librispeech":
+            c.add_argument(
+                "--dataset-parts", nargs="+", default=["mini_librispeech"],
+                help="'mini_librispeech', 'auto', or part names such as train-clean-100 dev-clean",
+            )  # fmt: skip
+        add_common(c)
+
+
+def _run_prepare(args) -> None:
+    if args.corpus == "synth_digits":
+        from data_prep.synth_digits import prepare_synth_digits
+
+        extra = {"snr_db": tuple(args.snr_db)} if args.snr_db else {}
+        prepare_synth_digits(args.output_dir, hours=args.hours, seed=args.seed, num_jobs=args.nj, **extra)
+    elif args.corpus == "librispeech":
+        from data_prep.librispeech import prepare_librispeech
+
+        parts = args.dataset_parts[0] if len(args.dataset_parts) == 1 else args.dataset_parts
+        prepare_librispeech(args.corpus_dir, args.output_dir, dataset_parts=parts, num_jobs=args.nj)
+    elif args.corpus == "timit":
+        from data_prep.timit import prepare_timit
+
+        prepare_timit(args.corpus_dir, args.output_dir, num_jobs=args.nj)
+    elif args.corpus == "yesno":
+        from data_prep.yesno import prepare_yesno
+
+        prepare_yesno(args.corpus_dir, args.output_dir)
+
+
+# ---------------------------------------------------------------------------------------- download
+def _add_download(sub) -> None:
+    p = sub.add_parser(
+        "download",
+        help="download a real corpus (needs internet; not used by the offline default recipe)",
+        description="Download a corpus with lhotse's downloader into --target-dir.",
+    )
+    p.add_argument("corpus", choices=("librispeech", "timit", "yesno"))
+    p.add_argument("--target-dir", type=Path, default=Path("download"))
+    p.add_argument(
+        "--dataset-parts", nargs="+", default=["mini_librispeech"],
+        help="librispeech only: 'mini_librispeech', 'all', or part names",
+    )  # fmt: skip
+    p.add_argument("--force-download", action="store_true")
+    add_common(p)
+
+
+def _run_download(args) -> None:
+    if args.corpus == "librispeech":
+        from data_prep.librispeech import download_librispeech
+
+        parts = args.dataset_parts[0] if len(args.dataset_parts) == 1 else args.dataset_parts
+        download_librispeech(args.target_dir, dataset_parts=parts, force_download=args.force_download)
+    elif args.corpus == "timit":
+        from data_prep.timit import download_timit
+
+        download_timit(args.target_dir, force_download=args.force_download)
+    else:
+        from data_prep.yesno import download_yesno
+
+        download_yesno(args.target_dir, force_download=args.force_download)
+
+
+# ---------------------------------------------------------------------------------------- features
+def _add_features(sub) -> None:
+    p = sub.add_parser(
+        "features",
+        help="stage 1: 80-dim fbank into LilcomChunkyWriter and <corpus>_cuts_<split>.jsonl.gz",
+        description="Stage 1. Validates every recording/supervision (missing, unreadable or empty "
+        "audio, empty transcripts are skipped and counted; other sample rates are resampled), "
+        "computes lhotse Fbank features and writes <output-dir>/<corpus>_cuts_<split>.jsonl.gz.",
+    )
+    p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"))
+    p.add_argument("--corpus", required=True, help=f"manifest prefix, e.g. one of {', '.join(CORPORA)}")
+    p.add_argument("--output-dir", type=Path, default=Path("data/fbank"))
+    p.add_argument("--splits", nargs="+", default=None, help="default: every split found")
+    p.add_argument("--nj", type=int, default=1, help="parallel processes (CPU)")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    p.add_argument("--num-mel-bins", type=int, default=80)
+    p.add_argument("--sampling-rate", type=int, default=16000, help="audio is resampled to this (Hz)")
+    add_common(p)
+
+
+def _run_features(args) -> None:
+    from asr_kd.data.features import compute_fbank
+
+    compute_fbank(
+        args.manifest_dir, args.corpus, args.output_dir, splits=args.splits, num_jobs=args.nj,
+        device=args.device, num_mel_bins=args.num_mel_bins, sampling_rate=args.sampling_rate,
+    )  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------- lang
+def _add_lang(sub) -> None:
+    p = sub.add_parser(
+        "lang",
+        help="stage 2: phones, words, lexicon, HMM topology and pdf ids in a lang directory",
+        description="Stage 2. Builds data/lang from a lexicon: phones.txt, words.txt, lexicon.txt, "
+        "lexicon_disambig.txt, the HMM topology and the pdf-id table (lang.json is written last).",
+    )
+    p.add_argument("--lexicon", type=Path, required=True, help="lexicon.txt: WORD PHONE1 PHONE2 ...")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
+    p.add_argument("--num-states", type=int, default=3, help="HMM states per non-silence phone")
+    p.add_argument("--num-sil-states", type=int, default=3, help="HMM states of each silence phone")
+    add_common(p)
+
+
+def _run_lang(args) -> None:
+    from asr_kd.data.lang import prepare_lang
+
+    lang = prepare_lang(
+        args.lexicon, args.lang_dir, num_states=args.num_states, num_sil_states=args.num_sil_states
+    )
+    logging.info(f"{args.lang_dir}: {len(lang.phones)} phones, {lang.num_pdfs} pdfs")
+
+
+# ------------------------------------------------------------------------------------------- stats
+def _add_stats(sub) -> None:
+    p = sub.add_parser(
+        "stats",
+        help="corpus statistics per split (hours, utterances, speakers, words, phones)",
+        description="Prints per-split statistics of a prepared corpus as JSON.",
+    )
+    p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"))
+    p.add_argument("--corpus", required=True)
+    add_common(p)
+
+
+def _run_stats(args) -> None:
+    from asr_kd.data.stats import corpus_statistics
+
+    json.dump(corpus_statistics(args.manifest_dir, args.corpus), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+COMMANDS = {
+    "prepare": (_add_prepare, _run_prepare),
+    "download": (_add_download, _run_download),
+    "features": (_add_features, _run_features),
+    "lang": (_add_lang, _run_lang),
+    "stats": (_add_stats, _run_stats),
+}

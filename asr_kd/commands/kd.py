@@ -1,0 +1,127 @@
+"""Stages 4-5: teacher training, the soft-target cache, frame-accuracy evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_kd.commands.common import add_common
+
+
+# ------------------------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="stage 4: train one frame-level acoustic model (a teacher) with cross-entropy",
+        description="Stage 4. Cross-entropy on frame_labels (padding ignored), AdamW with warm-up and "
+        "decay, SpecAugment, validation frame accuracy per epoch, best/last checkpoints, tensorboard. "
+        "Resumes an interrupted run from <exp-dir>/last.pt and does nothing when <exp-dir>/done exists. "
+        "For several processes or GPUs start it with torchrun (DDP).",
+    )
+    p.add_argument("--exp-dir", type=Path, required=True, help="e.g. exp/synth_digits/teacher-0")
+    p.add_argument("--arch", default="dnn", help="dnn, tdnn, blstm or conformer")
+    p.add_argument("--size", default="teacher", help="student-small, student, teacher, teacher-large, ...-xl")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="gives the number of pdfs")
+    p.add_argument("--train-cuts", type=Path, default=Path("data/ali/synth_digits_cuts_train.jsonl.gz"))
+    p.add_argument("--valid-cuts", type=Path, default=Path("data/ali/synth_digits_cuts_dev.jsonl.gz"))
+    p.add_argument("--num-epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--no-spec-augment", action="store_true")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto")
+    add_common(p)
+
+
+def _run_train(args) -> None:
+    from asr_kd.data.lang import Lang
+    from asr_kd.datamodule import DataConfig
+    from asr_kd.models import ModelConfig
+    from asr_kd.train import TrainConfig, train
+
+    model = ModelConfig(arch=args.arch, size=args.size, num_pdfs=Lang.load(args.lang_dir).num_pdfs, dropout=args.dropout)
+    data = DataConfig(
+        train_cuts=str(args.train_cuts), valid_cuts=str(args.valid_cuts), max_duration=args.max_duration,
+        num_workers=args.num_workers, spec_augment=not args.no_spec_augment,
+    )  # fmt: skip
+    train(TrainConfig(
+        exp_dir=str(args.exp_dir), model=model, data=data, num_epochs=args.num_epochs, lr=args.lr,
+        warmup_steps=args.warmup_steps, seed=args.seed, device=args.device,
+    ))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- cache
+def _add_cache(sub) -> None:
+    p = sub.add_parser(
+        "cache",
+        help="stage 5: cache the teacher ensemble's temperature-softened posteriors on the cuts",
+        description="Stage 5. Runs the teachers over the cuts (no augmentation), combines their "
+        "posteriors at temperature T (arithmetic or geometric mean, optional weights) and stores them "
+        "per frame, top-k sparse or dense fp16, as lhotse custom fields; writes "
+        "<cache-dir>/cuts_soft_<split>.jsonl.gz and metadata.json. Resumable and sharded by rank.",
+    )
+    p.add_argument("--teachers", type=Path, nargs="+", required=True, help="teacher checkpoints")
+    p.add_argument("--cuts", type=Path, required=True, help="aligned training cuts (stage 3 output)")
+    p.add_argument("--cache-dir", type=Path, required=True)
+    p.add_argument("--split", default="train", help="name of the cached split")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--combination", choices=("arithmetic", "geometric"), default="arithmetic")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one per teacher; default uniform")
+    p.add_argument("--storage", choices=("topk", "dense"), default="topk")
+    p.add_argument("--k", type=int, default=16, help="pdfs kept per frame with --storage topk")
+    p.add_argument("--num-shards", type=int, default=8)
+    p.add_argument("--rank", type=int, default=0, help="this process's rank when several produce shards")
+    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16, help="cuts per forward pass")
+    p.add_argument("--device", default="auto")
+    add_common(p)
+
+
+def _run_cache(args) -> None:
+    from asr_kd.kd.teachers import build_cache
+
+    build_cache(
+        args.teachers, args.cuts, args.cache_dir, split=args.split, temperature=args.temperature,
+        combination=args.combination, weights=args.weights, storage=args.storage, k=args.k,
+        num_shards=args.num_shards, rank=args.rank, world_size=args.world_size,
+        batch_size=args.batch_size, device=args.device,
+    )  # fmt: skip
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="frame accuracy of models, of their mean and of their ensemble on aligned cuts",
+        description="Frame accuracy (arg-max posterior == frame label over non-padding frames) of every "
+        "model, the mean over models, and the ensemble (arithmetic mean of posteriors, T=1).",
+    )
+    p.add_argument("--models", type=Path, nargs="+", required=True, help="checkpoints")
+    p.add_argument("--cuts", type=Path, nargs="+", required=True, help="cuts with frame_labels")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--device", default="auto")
+    add_common(p)
+
+
+def _run_evaluate(args) -> None:
+    from asr_kd.kd.teachers import frame_accuracies
+    from asr_kd.utils import write_json
+
+    results = [frame_accuracies(args.models, c, device=args.device) for c in args.cuts]
+    if args.json:
+        write_json(args.json, results)
+    for r in results:
+        print(f"{r['cuts']}: {r['num_frames']} frames")
+        for name, acc in r["models"].items():
+            print(f"  {100 * acc:6.2f}%  {name}")
+        print(f"  {100 * r['mean_model']:6.2f}%  mean of the models")
+        if r["ensemble"] is not None:
+            print(f"  {100 * r['ensemble']:6.2f}%  ensemble")
+
+
+COMMANDS = {
+    "train": (_add_train, _run_train),
+    "cache": (_add_cache, _run_cache),
+    "evaluate": (_add_evaluate, _run_evaluate),
+}

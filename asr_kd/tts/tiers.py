@@ -1,0 +1,59 @@
+"""Alignment tiers from espeak-ng's phoneme events: exact phone and word ground truth of synthetic speech."""
+
+from __future__ import annotations
+
+import numpy as np
+from lhotse.supervision import AlignmentItem
+
+from asr_kd.tts.espeak import Synthesis, is_pause
+
+SIL = "SIL"
+
+
+def alignment_tiers(syn: Synthesis, num_samples: int, sample_rate: int):
+    """Phone and word tiers (lhotse ``AlignmentItem`` lists, seconds) from espeak-ng's events.
+
+    Each phone lasts from its event to the next event; espeak's pauses, and any audio before the
+    first event, become ``SIL``; consecutive ``SIL`` are merged, so the phone tier covers
+    ``[0, num_samples / sample_rate]`` without gaps or overlaps. Boundaries are rounded to samples at
+    ``sample_rate``. Returns an error string instead when the events cannot make a valid alignment.
+    """
+    if not syn.phones:
+        return "no_phone_events: espeak-ng reported no phonemes"
+    ratio = sample_rate / syn.sample_rate
+    starts = [min(num_samples, int(round(p.sample * ratio))) for p in syn.phones] + [num_samples]
+    segments: list[list] = []  # [symbol, start, end, word_index]
+    if starts[0] > 0:
+        segments.append([SIL, 0, starts[0], -1])
+    for k, p in enumerate(syn.phones):
+        start, end = starts[k], max(starts[k], starts[k + 1])
+        if end <= start:
+            continue
+        symbol = SIL if is_pause(p.phone) else p.phone
+        if symbol == SIL and segments and segments[-1][0] == SIL:
+            segments[-1][2] = end
+        else:
+            segments.append([symbol, start, end, -1 if symbol == SIL else p.word_index])
+    if segments[-1][2] < num_samples:  # events ended before the audio: trailing silence
+        if segments[-1][0] == SIL:
+            segments[-1][2] = num_samples
+        else:
+            segments.append([SIL, segments[-1][2], num_samples, -1])
+    phones = [AlignmentItem(s, b / sample_rate, (e - b) / sample_rate) for s, b, e, _ in segments]
+    words = []
+    for w, word in enumerate(syn.words):
+        spans = [(b, e) for s, b, e, wi in segments if wi == w]
+        if not spans:
+            return f"word_without_phones: word {w} ({word!r}) has no phone events"
+        b, e = spans[0][0], spans[-1][1]
+        words.append(AlignmentItem(word.upper(), b / sample_rate, (e - b) / sample_rate))
+    return phones, words
+
+
+def speech_mask(phones, num_samples: int, sample_rate: int) -> np.ndarray:
+    """Boolean ``(num_samples,)`` mask of the samples inside non-silence phones."""
+    mask = np.zeros(num_samples, dtype=bool)
+    for p in phones:
+        if p.symbol != SIL:
+            mask[int(round(p.start * sample_rate)) : int(round((p.start + p.duration) * sample_rate))] = True
+    return mask
