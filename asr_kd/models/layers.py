@@ -62,7 +62,8 @@ class UtteranceNorm(nn.Module):
 class MaskedBatchNorm(nn.Module):
     """Batch norm over the channel dim of (B, T, C) frames whose training statistics use valid frames
     only (padding would otherwise bias them with zeros). Eval uses running statistics, like
-    ``nn.BatchNorm1d`` (same momentum, eps, unbiased running variance). No host synchronisation.
+    ``nn.BatchNorm1d`` (same momentum, eps, unbiased running variance). Selecting the valid frames costs
+    one host synchronisation per layer in training mode.
     """
 
     def __init__(self, num_channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
@@ -88,17 +89,17 @@ class MaskedBatchNorm(nn.Module):
         """
         xf = x.to(torch.float32)
         if self.training:
-            m = mask.unsqueeze(-1).to(torch.float32)
-            count = m.sum().clamp(min=1.0)
-            mean = (xf * m).sum(dim=(0, 1)) / count
-            var = (((xf - mean) * m) ** 2).sum(dim=(0, 1)) / count
+            # statistics of the valid frames only; one (N, C) copy instead of masked (B, T, C) temporaries
+            var, mean = torch.var_mean(xf[mask], dim=0, unbiased=False)
             with torch.no_grad():
+                count = mask.sum().to(torch.float32)
                 unbiased = var * count / (count - 1.0).clamp(min=1.0)
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(unbiased, self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
-        y = (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        y = torch.addcmul(self.bias - mean * scale, xf, scale)  # x * scale + shift: one (B, T, C) output
         return y.to(x.dtype)
 
 

@@ -1,0 +1,125 @@
+"""Word error rate with jiwer and icefall-style result files.
+
+Usage:
+    from asr_kd.decode.scoring import compute_wer, write_results
+    stats = compute_wer({"utt1": ("the ref", "the hyp")})
+    stats = write_results(exp_dir, "greedy", {"utt1": ("the ref", "the hyp")})   # + the three files
+
+Files written (atomically) in ``exp_dir`` for a decoding ``name`` (icefall's layout):
+    recogs-<name>.txt       per utterance id (sorted): ``<id>:\tref=[...]`` and ``<id>:\thyp=[...]``
+    errs-<name>.txt         ``%WER`` line, per-utterance alignment (``ref->hyp`` for substitutions,
+                            ``(word->*)`` deletions, ``(*->word)`` insertions) and the totals
+    wer-summary-<name>.txt  ``settings\tWER`` and ``<name>\t<wer %>``
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from asr_kd.utils import write_text
+
+
+@dataclass
+class WerStats:
+    """Word error counts summed over utterances."""
+
+    hits: int = 0
+    sub: int = 0
+    ins: int = 0
+    dels: int = 0
+    num_ref_words: int = 0
+    num_utts: int = 0
+    #: per utterance id: list of (ref word or None, hyp word or None) pairs of the alignment
+    alignments: dict[str, list[tuple[str | None, str | None]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def errors(self) -> int:
+        return self.sub + self.ins + self.dels
+
+    @property
+    def wer(self) -> float:
+        """Errors / reference words (0.0 without reference words; inf if then there are insertions)."""
+        if self.num_ref_words == 0:
+            return 0.0 if self.errors == 0 else float("inf")
+        return self.errors / self.num_ref_words
+
+    def summary(self) -> dict:
+        """The totals as a plain dict (``wer`` as a fraction, ``del`` for deletions)."""
+        d = {k: v for k, v in asdict(self).items() if k != "alignments"}
+        d["del"] = d.pop("dels")
+        d.update(errors=self.errors, wer=self.wer)
+        return d
+
+
+def _align_one(ref: list[str], hyp: list[str]) -> tuple[list[tuple[str | None, str | None]], dict[str, int]]:
+    """jiwer's alignment of one pair of word lists: (pairs, counts)."""
+    import jiwer
+
+    if not ref:  # jiwer rejects an empty reference
+        return [(None, w) for w in hyp], {"hits": 0, "sub": 0, "ins": len(hyp), "dels": 0}
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp) if hyp else "")
+    pairs: list[tuple[str | None, str | None]] = []
+    for chunk in out.alignments[0]:
+        r, h = ref[chunk.ref_start_idx:chunk.ref_end_idx], hyp[chunk.hyp_start_idx:chunk.hyp_end_idx]
+        if chunk.type in ("equal", "substitute"):
+            pairs += list(zip(r, h))
+        elif chunk.type == "delete":
+            pairs += [(w, None) for w in r]
+        else:
+            pairs += [(None, w) for w in h]
+    return pairs, {"hits": out.hits, "sub": out.substitutions, "ins": out.insertions, "dels": out.deletions}
+
+
+def compute_wer(results: Mapping[str, tuple[str, str]]) -> WerStats:
+    """WER over utterances.
+
+    Args:
+        results: utterance id -> (reference text, hypothesis text), both already normalized; words are
+            separated by whitespace.
+    """
+    stats = WerStats()
+    for utt_id in sorted(results):
+        ref, hyp = (text.split() for text in results[utt_id])
+        pairs, counts = _align_one(ref, hyp)
+        stats.alignments[utt_id] = pairs
+        stats.hits += counts["hits"]
+        stats.sub += counts["sub"]
+        stats.ins += counts["ins"]
+        stats.dels += counts["dels"]
+        stats.num_ref_words += len(ref)
+        stats.num_utts += 1
+    return stats
+
+
+def _pair_text(ref: str | None, hyp: str | None) -> str:
+    if ref == hyp:
+        return ref or ""
+    if ref is None:
+        return f"(*->{hyp})"
+    if hyp is None:
+        return f"({ref}->*)"
+    return f"({ref}->{hyp})"
+
+
+def _wer_line(stats: WerStats) -> str:
+    return (f"%WER {100 * stats.wer:.2f} [ {stats.errors} / {stats.num_ref_words}, {stats.ins} ins, "
+            f"{stats.dels} del, {stats.sub} sub ]")
+
+
+def write_results(exp_dir: Path | str, name: str, results: Mapping[str, tuple[str, str]]) -> WerStats:
+    """Score ``results`` (see :func:`compute_wer`) and write recogs-/errs-/wer-summary-<name>.txt."""
+    exp_dir = Path(exp_dir)
+    stats = compute_wer(results)
+    recogs = "".join(f"{u}:\tref={results[u][0].split()}\n{u}:\thyp={results[u][1].split()}\n"
+                     for u in sorted(results))
+    per_utt = "".join(f"{u}:\t{' '.join(_pair_text(r, h) for r, h in stats.alignments[u])}\n"
+                      for u in sorted(results))
+    errs = (f"{_wer_line(stats)}\n\nPER-UTT DETAILS: corr or (ref->hyp)\n{per_utt}\n"
+            f"TOTALS: {stats.num_utts} utterances, {stats.num_ref_words} reference words, "
+            f"{stats.hits} correct, {stats.sub} sub, {stats.ins} ins, {stats.dels} del\n")
+    write_text(exp_dir / f"recogs-{name}.txt", recogs)
+    write_text(exp_dir / f"errs-{name}.txt", errs)
+    write_text(exp_dir / f"wer-summary-{name}.txt", f"settings\tWER\n{name}\t{100 * stats.wer:.2f}\n")
+    return stats

@@ -1,0 +1,202 @@
+"""The distill stage: train a student on cached ensemble soft targets with the shared trainer.
+
+Usage::
+
+    from asr_kd.kd.distill import DistillConfig, distill
+    from asr_kd.models import ModelConfig
+    from asr_kd.datamodule import DataConfig
+
+    distill(DistillConfig(exp_dir="exp/synth_digits/student-kd", cache_dir="exp/synth_digits/cache-T2",
+                          temperature=2.0, alpha=0.5,
+                          model=ModelConfig(arch="tdnn", size="student-small", num_pdfs=87),
+                          data=DataConfig(valid_cuts="data/ali/synth_digits_cuts_dev.jsonl.gz")))
+    # the hard-label student baseline: the same call with alpha=0 (cache_dir may be None; then
+    # data.train_cuts, the aligned training cuts, are the training cuts)
+
+Per frame (DESIGN.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)``, averaged over non-padding frames
+(``asr_kd.kd.losses``). With α > 0 the training cuts are the cache's ``cuts_soft_train.jsonl.gz``: the
+aligned cuts with the soft targets attached as custom fields, so a batch's soft targets are looked up
+through its own cuts (any sampler, batch size, world size). Validation is the trainer's: hard-label frame
+accuracy and CE on ``data.valid_cuts`` (the ordinary aligned dev cuts).
+
+``DistillConfig`` *is* a ``TrainConfig`` (a subclass with the distillation fields), so everything the
+trainer does (resumption, DDP under torchrun or ``world_size``, bf16, logs, ``done``) applies unchanged,
+and the resolved config, with T, α and the cache's metadata hash, is in ``config.json`` and in every
+checkpoint's ``train_config``. Reload it with ``DistillConfig.from_dict`` (``TrainConfig.from_dict``
+rejects the extra fields). The cache is checked against the run before training: its temperature must be
+T, its num_pdfs the model's, and its teachers ``teachers`` when given (``CacheMismatchError`` names the
+field); resuming a run against a changed cache is refused by the trainer's config check (the hash differs).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from asr_kd.datamodule import IGNORE_INDEX, ExtraField
+from asr_kd.kd.cache import (
+    CacheMismatchError,
+    SoftTargetBatch,
+    collate_soft_targets,
+    load_soft_target_cuts,
+    merged_manifest_path,
+)
+from asr_kd.kd.cache_metadata import config_sha256, read_metadata
+from asr_kd.kd.ensemble import check_temperature
+from asr_kd.kd.losses import distillation_terms
+from asr_kd.models import ModelConfig
+from asr_kd.train import TrainConfig, cross_entropy_loss, train
+
+SOFT_TARGETS = "soft_targets"  # the training batch field holding a SoftTargetBatch
+TRAIN_SPLIT = "train"  # the cache split whose cuts are trained on
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """A ``TrainConfig`` (all of its fields, same meaning) plus the distillation settings."""
+
+    exp_dir: str = "exp/synth_digits/student-kd"  # experiment directory (layout: asr_kd.train)
+    cache_dir: str | None = None  # soft-target cache of the cache stage; None only when alpha == 0
+    temperature: float = 2.0  # T of the soft targets and of the student's q_T; must equal the cache's T
+    alpha: float = 0.5  # weight of the soft term in [0, 1]; 0: hard-label baseline (CE only, no cache read)
+    sparse: bool = False  # top-k caches: True feeds (ids, probs) to the loss (B*T*k memory), False densifies
+    teachers: list[str] | None = None  # teacher checkpoints the cache must come from (by sha256); None: unchecked
+    cache_metadata_sha256: str | None = None  # resolved by distill(): sha256 of the cache's metadata.json
+
+    @classmethod
+    def from_train_config(cls, cfg: TrainConfig, **distill_fields: Any) -> "DistillConfig":
+        """A ``TrainConfig``'s fields (deep-copied) with the given distillation fields."""
+        values = {f.name: copy.deepcopy(getattr(cfg, f.name)) for f in fields(TrainConfig)}
+        return cls(**{**values, **distill_fields})
+
+
+class SoftTargetField:
+    """Extra batch field (``asr_kd.datamodule``): the batch cuts' soft targets, padded like the features.
+
+    A module-level class, so that it pickles into DataLoader workers and spawned DDP ranks.
+    """
+
+    def __init__(self, sparse: bool = False) -> None:
+        self.sparse = sparse
+
+    def __call__(self, cuts, lengths: torch.Tensor) -> SoftTargetBatch:
+        pad_to = int(lengths.max()) if len(lengths) else 0
+        targets = collate_soft_targets(cuts, sparse=self.sparse, pad_to=pad_to)
+        if not torch.equal(targets.num_frames, lengths):
+            row = int((targets.num_frames != lengths).nonzero()[0])
+            cut_id = list(cuts)[row].id
+            raise CacheMismatchError(f"cut {cut_id} has {int(targets.num_frames[row])} soft-target frames but "
+                                     f"{int(lengths[row])} feature frames")  # fmt: skip
+        return targets
+
+
+class DistillationLoss:
+    """The trainer's ``loss_fn``: ``(logits (B, T, P) float32, batch) -> (mean loss, {"kl", "ce"} sums)``.
+
+    ``kl`` is KL(p_T || q_T) summed over the frames (without the T² factor), ``ce`` CE(y, q_1) summed; the
+    trainer logs both per frame. α = 0 is exactly ``asr_kd.train.cross_entropy_loss`` (kl logged as 0).
+    """
+
+    def __init__(self, temperature: float, alpha: float, sparse: bool = False) -> None:
+        self.temperature = check_temperature(temperature)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.alpha, self.sparse = float(alpha), sparse
+
+    def __call__(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        labels = batch["frame_labels"]
+        if self.alpha == 0:
+            loss, stats = cross_entropy_loss(logits, batch)  # the baseline, bit for bit
+            return loss, {"kl": torch.zeros((), device=logits.device), **stats}
+        targets: SoftTargetBatch = batch[SOFT_TARGETS]
+        if self.sparse:
+            soft = {"target_ids": targets.ids, "target_probs": targets.probs}
+        else:
+            soft = {"soft_targets": targets.probs}
+        terms = distillation_terms(logits, labels, self.temperature, self.alpha, reduction="sum", **soft)
+        ce = terms.ce
+        if self.alpha == 1:  # not part of the loss; still logged, so that every run shows its CE
+            with torch.no_grad():
+                ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                     reduction="sum")  # fmt: skip
+        loss = terms.loss / max(terms.num_frames, 1)
+        return loss, {"kl": terms.kl.detach(), "ce": ce.detach()}
+
+
+def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | None]:
+    """Check ``cfg`` and its cache; returns (the resolved config that is trained and saved, the cache's
+    metadata or None). Does not modify ``cfg``.
+
+    α > 0: the cache must match (T, num_pdfs, teachers when given, a merged train split);
+    ``data.train_cuts`` becomes the cache's ``cuts_soft_train.jsonl.gz`` and ``cache_metadata_sha256`` its
+    metadata hash. α = 0: the cache is not read; ``cache_dir`` and the hash resolve to None, so that the
+    baseline's config does not depend on a cache.
+    """
+    if not isinstance(cfg, DistillConfig):
+        raise TypeError(f"distill needs a DistillConfig, got {type(cfg).__name__}")
+    if not isinstance(cfg.model, ModelConfig):
+        raise ValueError(f"DistillConfig.model must be a ModelConfig (arch, size, num_pdfs), got {cfg.model!r}")
+    temperature = check_temperature(cfg.temperature)
+    if not (isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and 0.0 <= cfg.alpha <= 1.0):
+        raise ValueError(f"alpha must be in [0, 1], got {cfg.alpha!r}")
+    teachers = [str(t) for t in cfg.teachers] if cfg.teachers is not None else None
+    if cfg.alpha == 0:
+        if cfg.cache_dir is not None:
+            logging.info(f"alpha = 0: hard-label baseline on {cfg.data.train_cuts}; the cache {cfg.cache_dir} "
+                         "is not used")  # fmt: skip
+        resolved = replace(cfg, data=copy.deepcopy(cfg.data), temperature=temperature, alpha=0.0, teachers=teachers,
+                           cache_dir=None, cache_metadata_sha256=None)  # fmt: skip
+        return resolved, None
+    if cfg.cache_dir is None:
+        raise ValueError(f"alpha = {cfg.alpha} > 0 needs soft targets: set cache_dir (or alpha = 0 for the "
+                         "hard-label baseline)")  # fmt: skip
+    expected: dict[str, Any] = {"temperature": temperature, "num_pdfs": cfg.model.num_pdfs}
+    if teachers is not None:
+        expected["teachers"] = teachers
+    cuts = load_soft_target_cuts(cfg.cache_dir, TRAIN_SPLIT, expected=expected)  # raises CacheMismatchError
+    meta = read_metadata(cfg.cache_dir)
+    if cfg.sparse and meta["storage"] != "topk":
+        raise CacheMismatchError(f"sparse=True needs a top-k cache; cache storage {meta['storage']!r} in "
+                                 f"{cfg.cache_dir} (use sparse=False)")  # fmt: skip
+    first = next(iter(cuts), None)
+    if first is None:
+        raise CacheMismatchError(f"the {TRAIN_SPLIT} split of {cfg.cache_dir} holds no cuts")
+    if not first.has_custom("frame_labels"):
+        raise CacheMismatchError(f"cut {first.id} in {cfg.cache_dir} has no 'frame_labels': build the cache from "
+                                 "the align stage's cuts")  # fmt: skip
+    data = replace(cfg.data, train_cuts=str(merged_manifest_path(cfg.cache_dir, TRAIN_SPLIT)))
+    resolved = replace(cfg, data=data, temperature=temperature, alpha=float(cfg.alpha), teachers=teachers,
+                       cache_dir=str(cfg.cache_dir), cache_metadata_sha256=config_sha256(meta))  # fmt: skip
+    return resolved, meta
+
+
+def distillation_plugins(cfg: DistillConfig) -> tuple[DistillationLoss, dict[str, ExtraField]]:
+    """``(loss_fn, extra_fields)`` of ``asr_kd.train.train`` for a resolved config."""
+    loss_fn = DistillationLoss(cfg.temperature, cfg.alpha, cfg.sparse)
+    extra = {SOFT_TARGETS: SoftTargetField(cfg.sparse)} if cfg.alpha > 0 else {}
+    return loss_fn, extra
+
+
+def distill(cfg: DistillConfig, world_size: int | None = None) -> dict | None:
+    """Train the student of ``cfg`` (module docstring). ``world_size``: as in ``asr_kd.train.train``.
+
+    Returns the run summary (the ``done`` file), or None when stopped early by ``max_steps``.
+    Raises CacheMismatchError when the cache does not hold what ``cfg`` asks for.
+    """
+    resolved, meta = resolve_distill_config(cfg)
+    if meta is not None:
+        logging.info(f"distilling from {resolved.cache_dir}: T={resolved.temperature}, alpha={resolved.alpha}, "
+                     f"{len(meta['teachers'])} teachers, {meta['storage']} storage (k={meta['k']}), "
+                     f"{'sparse' if resolved.sparse else 'dense'} loss")  # fmt: skip
+    loss_fn, extra_fields = distillation_plugins(resolved)
+    return train(resolved, world_size=world_size, loss_fn=loss_fn, extra_fields=extra_fields)
+
+
+__all__ = ["SOFT_TARGETS", "DistillConfig", "DistillationLoss", "SoftTargetField", "distill", "distillation_plugins",
+           "resolve_distill_config"]  # fmt: skip

@@ -1,0 +1,134 @@
+"""Tests of the decoding graph (asr_kd.decode.graph): LM training, G, HCLG labels, costs and the cache."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import kaldi_decoder
+import kaldifst
+import pytest
+from decode_fixtures import LM_TEXT, make_lang, one_hot_loglikes, pdf_sequence
+
+from asr_kd.align.graph import utterance_graph
+from asr_kd.data.lang import Lang
+from asr_kd.decode.graph import (GraphError, build_decoding_graph, make_decoding_graph, make_g, map_oov,
+                                 train_ngram_lm, transcripts_sha256)
+
+
+@pytest.fixture(scope="module")
+def lang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("decode_graph")
+    make_lang(tmp)
+    return tmp / "lang"
+
+
+@pytest.fixture(scope="module")
+def lang(lang_dir: Path) -> Lang:
+    return Lang.load(lang_dir)
+
+
+@pytest.fixture(scope="module")
+def hclg(lang_dir: Path) -> kaldifst.StdVectorFst:
+    return build_decoding_graph(lang_dir, LM_TEXT, order=2)
+
+
+def read_arpa(path: Path) -> dict[tuple[str, ...], tuple[float, float]]:
+    """n-gram -> (log10 prob, log10 back-off weight)."""
+    ngrams = {}
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2 and not line.startswith("ngram"):
+            ngrams[tuple(fields[1].split())] = (float(fields[0]), float(fields[2]) if len(fields) > 2 else 0.0)
+    return ngrams
+
+
+def lm_cost(ngrams: dict, words: list[str]) -> float:
+    """The cost of ``<s> words </s>`` in G of a back-off bigram, in nats.
+
+    G is in the tropical semiring and its back-off arcs are always open, so each word costs the cheaper
+    of the bigram and back-off + unigram (Kaldi's G; negative back-off costs make this matter here).
+    """
+    total, history = 0.0, "<s>"
+    for word in words + ["</s>"]:
+        backoff = ngrams[(history,)][1] + ngrams[(word,)][0]
+        total += max(ngrams[(history, word)][0], backoff) if (history, word) in ngrams else backoff
+        history = word
+    return -total * math.log(10)
+
+
+def test_train_ngram_lm(tmp_path: Path) -> None:
+    arpa = train_ngram_lm(["a b", "b a b", "", "a"], 2, tmp_path / "lm.arpa")
+    text = arpa.read_text()
+    assert "ngram 1=4" in text and "ngram 2=6" in text  # <s> </s> a b; <s>a <s>b ab ba a</s> b</s>
+    ngrams = read_arpa(arpa)
+    assert 10 ** ngrams[("a", "b")][0] > 10 ** ngrams[("a", "</s>")][0]
+    with pytest.raises(GraphError, match="order"):
+        train_ngram_lm(["a"], 6, tmp_path / "x.arpa")
+    with pytest.raises(GraphError, match="no non-empty"):
+        train_ngram_lm(["", "  "], 2, tmp_path / "x.arpa")
+
+
+def test_map_oov(lang: Lang) -> None:
+    assert map_oov(["one eleven  two"], lang) == ["one <UNK> two"]
+
+
+def test_g_has_backoff_disambig(lang: Lang, lang_dir: Path, tmp_path: Path) -> None:
+    g = make_g(train_ngram_lm(LM_TEXT, 2, tmp_path / "lm.arpa"), lang, lang_dir)
+    ilabels = {a.ilabel for s in range(g.num_states) for a in kaldifst.ArcIterator(g, s)}
+    assert lang.word_to_id["#0"] in ilabels
+    assert lang.word_to_id["<s>"] not in ilabels and lang.word_to_id["</s>"] not in ilabels
+
+
+def test_hclg_labels(lang: Lang, hclg: kaldifst.StdVectorFst) -> None:
+    arcs = [(s, a) for s in range(hclg.num_states) for a in kaldifst.ArcIterator(hclg, s)]
+    assert {a.ilabel for _, a in arcs} <= set(range(lang.num_pdfs + 1))  # pdf + 1, no #k left
+    words = {lang.word_to_id[w] for w in ("one", "two", "three", "ten")}
+    assert {a.olabel for _, a in arcs} - {0} == words  # "to" is not in the LM; no #0
+    self_loops = {a.ilabel - 1: a.weight.value for s, a in arcs if a.nextstate == s}
+    assert set(self_loops) == set(range(lang.num_pdfs)) - {lang.pdf_ids("SPN")[0]}  # <UNK> not in the LM
+    assert all(v == pytest.approx(-math.log(0.6)) for v in self_loops.values())
+    assert hclg.is_ilabel_sorted
+
+
+@pytest.mark.parametrize("words", [["one", "two", "three"], ["ten"], ["three", "three", "one"]])
+@pytest.mark.parametrize("silence", [True, False])
+def test_path_cost_is_hmm_plus_lm(lang: Lang, lang_dir: Path, hclg, words: list[str], silence: bool) -> None:
+    """HCLG's best-path cost = the alignment graph's cost (transitions, silences) + the LM cost."""
+    loglikes = one_hot_loglikes(lang, pdf_sequence(lang, words, 2, silence), low=-100.0)
+
+    def best_cost(graph) -> tuple[float, list[int]]:
+        decoder = kaldi_decoder.FasterDecoder(graph, kaldi_decoder.FasterDecoderOptions(beam=200))
+        decoder.decode(kaldi_decoder.DecodableCtc(loglikes))
+        ok, lattice = decoder.get_best_path()
+        ok, _, olabels, weight = kaldifst.get_linear_symbol_sequence(lattice)
+        assert ok and weight.value2 == pytest.approx(0.0, abs=1e-4)  # on the one-hot path
+        return weight.value1, [w for w in olabels if w]
+
+    cost, word_ids = best_cost(hclg)
+    assert word_ids == [lang.word_to_id[w] for w in words]
+    expected = best_cost(utterance_graph(lang, words))[0] + lm_cost(read_arpa(lang_dir / "lm_2gram.arpa"), words)
+    # minimize_encoded quantizes weights to 1/1024 (Kaldi's fstminimizeencoded): a few 1e-3 on a path
+    assert cost == pytest.approx(expected, abs=1e-2)
+
+
+def test_cache(lang_dir: Path, hclg) -> None:
+    info = json.loads((lang_dir / "HCLG.json").read_text())
+    assert info["lm_order"] == 2 and info["transcripts_sha256"] == transcripts_sha256(LM_TEXT)
+    assert info["num_states"] == hclg.num_states
+    mtime = (lang_dir / "HCLG.fst").stat().st_mtime_ns
+    again = build_decoding_graph(lang_dir, LM_TEXT, order=2)
+    assert (lang_dir / "HCLG.fst").stat().st_mtime_ns == mtime and again.num_states == hclg.num_states
+    unigram = build_decoding_graph(lang_dir, LM_TEXT, order=1)  # another order: rebuilt
+    assert json.loads((lang_dir / "HCLG.json").read_text())["lm_order"] == 1
+    assert unigram.num_states != hclg.num_states
+    build_decoding_graph(lang_dir, LM_TEXT, order=2)  # back, for the other tests of this module
+    assert not list(lang_dir.glob(".tmp.*"))
+
+
+def test_make_decoding_graph_from_g(lang: Lang, lang_dir: Path, tmp_path: Path) -> None:
+    g = make_g(train_ngram_lm(["two two", "two"], 2, tmp_path / "lm.arpa"), lang, lang_dir)
+    graph = make_decoding_graph(lang, g)
+    olabels = {a.olabel for s in range(graph.num_states) for a in kaldifst.ArcIterator(graph, s)}
+    assert olabels == {0, lang.word_to_id["two"]}

@@ -1,0 +1,93 @@
+"""Tests of hybrid decoding (asr_kd.decode.decoder) on the tiny lang of decode_fixtures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from decode_fixtures import LM_TEXT, make_lang, one_hot_loglikes, pdf_sequence
+
+from asr_kd.data.lang import Lang
+from asr_kd.decode.decoder import compute_log_priors, decode_batch, decode_utterance, hybrid_loglikes
+from asr_kd.decode.graph import build_decoding_graph
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("decoder")
+    lang = make_lang(tmp)
+    graph = build_decoding_graph(tmp / "lang", LM_TEXT, order=2)
+    return lang, graph, tmp / "lang" / "HCLG.fst"
+
+
+def word_ids(lang: Lang, words: list[str]) -> list[int]:
+    return [lang.word_to_id[w] for w in words]
+
+
+@pytest.mark.parametrize("words", [["one", "two", "three"], ["ten", "two"], ["three", "three", "one"],
+                                   ["two"], ["one", "ten", "three", "two", "two"]])
+@pytest.mark.parametrize("silence", [True, False])
+def test_decodes_one_hot_sequence(setup, words: list[str], silence: bool) -> None:
+    lang, graph, _ = setup
+    loglikes = one_hot_loglikes(lang, pdf_sequence(lang, words, 3, silence))
+    assert decode_utterance(graph, loglikes, acoustic_scale=1.0) == word_ids(lang, words)
+
+
+def test_decodes_noisy_posteriors_through_priors(setup) -> None:
+    """Softmax posteriors of noisy one-hot logits, divided by priors, at Kaldi's acoustic scale 0.1."""
+    lang, graph, _ = setup
+    rng = np.random.default_rng(0)
+    words = ["three", "ten", "one"]
+    pdfs = pdf_sequence(lang, words, 4)
+    logits = rng.normal(0.0, 1.0, (len(pdfs), lang.num_pdfs)).astype(np.float32)
+    logits[np.arange(len(pdfs)), pdfs] += 8.0
+    log_posteriors = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    log_priors = compute_log_priors(np.bincount(pdfs, minlength=lang.num_pdfs) + 5)  # every pdf seen
+    loglikes = hybrid_loglikes(log_posteriors, log_priors)
+    assert decode_utterance(graph, loglikes, acoustic_scale=0.1 * 10) == word_ids(lang, words)
+    assert decode_utterance(graph, 10 * loglikes, acoustic_scale=0.1) == word_ids(lang, words)
+
+
+def test_lm_breaks_acoustic_tie(setup) -> None:
+    """'to' and 'two' are homophones; 'to' is not in the LM, so the graph only knows 'two'."""
+    lang, graph, _ = setup
+    loglikes = one_hot_loglikes(lang, pdf_sequence(lang, ["to"], 3))
+    assert decode_utterance(graph, loglikes, acoustic_scale=1.0) == word_ids(lang, ["two"])
+
+
+def test_empty_and_bad_input(setup) -> None:
+    lang, graph, _ = setup
+    assert decode_utterance(graph, np.zeros((0, lang.num_pdfs), dtype=np.float32)) == []
+    with pytest.raises(ValueError, match="num_pdfs"):
+        decode_utterance(graph, np.zeros(5, dtype=np.float32))
+
+
+def test_compute_log_priors() -> None:
+    priors = compute_log_priors(np.array([3, 1, 0]), floor=0.01)
+    expected = np.array([0.75, 0.25, 0.01]) / 1.01
+    np.testing.assert_allclose(np.exp(priors), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="pdf_counts"):
+        compute_log_priors(np.array([0, 0]))
+
+
+def test_hybrid_loglikes() -> None:
+    log_post = np.log(np.array([[0.5, 0.5], [0.9, 0.1]], dtype=np.float32))
+    log_priors = np.log(np.array([0.8, 0.2], dtype=np.float32))
+    out = hybrid_loglikes(log_post, log_priors)
+    np.testing.assert_allclose(out, [[math.log(0.5 / 0.8), math.log(0.5 / 0.2)],
+                                     [math.log(0.9 / 0.8), math.log(0.1 / 0.2)]], rtol=1e-5)
+    with pytest.raises(ValueError, match="log_priors"):
+        hybrid_loglikes(log_post, log_priors[:1])
+
+
+def test_decode_batch_parallel_matches_serial(setup) -> None:
+    lang, _, graph_path = setup
+    sequences = [["one", "two"], ["three"], ["ten", "two", "one"], ["two", "three"], ["one"]]
+    matrices = [one_hot_loglikes(lang, pdf_sequence(lang, ws, 3)) for ws in sequences]
+    expected = [word_ids(lang, ws) for ws in sequences]
+    assert decode_batch(graph_path, matrices, num_jobs=1, acoustic_scale=1.0) == expected
+    assert decode_batch(graph_path, matrices, num_jobs=2, acoustic_scale=1.0) == expected
+    with pytest.raises(FileNotFoundError):
+        decode_batch(Path(graph_path).with_name("missing.fst"), matrices)
