@@ -26,7 +26,10 @@ from asr_kd.utils import setup_logging
 
 #: command name -> (add its parser, run it), in pipeline order
 COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS}
-ORDER = ("prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "evaluate", "stats")
+ORDER = (
+    "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate",
+    "stats",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

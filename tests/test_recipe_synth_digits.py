@@ -1,4 +1,4 @@
-"""Integration: stages 0-5 of recipes/synth_digits/run.sh on a tiny corpus."""
+"""Integration: stages 0-6 of recipes/synth_digits/run.sh on a tiny corpus."""
 
 import hashlib
 import os
@@ -29,9 +29,9 @@ def run_recipe(data: Path, exp: Path, *args: str) -> str:
 def recipe(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
     run_recipe(
-        root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "5",
+        root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "6",
         "--teachers", "dnn:student-small:1 tdnn:student-small:2", "--teacher-epochs", "3", "--k", "4",
-        "--max-duration", "30",
+        "--max-duration", "30", "--student", "dnn:student-small:7",
     )  # fmt: skip
     return root
 
@@ -210,3 +210,18 @@ def test_teachers_cache_and_ensemble_evaluation(recipe):
         assert len(r["models"]) == 2 and r["ensemble"] is not None
         assert all(acc > 4 * chance for acc in r["models"].values())  # a tiny teacher learns something
         assert r["mean_model"] == pytest.approx(np.mean(list(r["models"].values())))
+
+
+def test_students_hard_and_distilled(recipe):
+    import json
+
+    from asr_kd.models.checkpoint import load_checkpoint
+
+    chance = 1.0 / Lang.load(recipe / "data/lang").num_pdfs
+    hard = load_checkpoint(recipe / "exp/student-hard/epoch-3.pt").extra["train_config"]
+    kd = load_checkpoint(recipe / "exp/student-kd/epoch-3.pt").extra["train_config"]
+    assert hard["alpha"] == 0 and hard["cache_dir"] is None
+    assert kd["alpha"] == 0.5 and kd["temperature"] == 2.0 and kd["cache_metadata_sha256"]
+    assert kd["data"]["train_cuts"].endswith("cuts_soft_train.jsonl.gz")
+    for result in json.loads((recipe / "exp/students.json").read_text()):
+        assert all(acc > 4 * chance for acc in result["models"].values())

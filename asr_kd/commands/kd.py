@@ -8,18 +8,11 @@ from asr_kd.commands.common import add_common
 
 
 # ------------------------------------------------------------------------------------------- train
-def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="stage 4: train one frame-level acoustic model (a teacher) with cross-entropy",
-        description="Stage 4. Cross-entropy on frame_labels (padding ignored), AdamW with warm-up and "
-        "decay, SpecAugment, validation frame accuracy per epoch, best/last checkpoints, tensorboard. "
-        "Resumes an interrupted run from <exp-dir>/last.pt and does nothing when <exp-dir>/done exists. "
-        "For several processes or GPUs start it with torchrun (DDP).",
-    )
+def _add_training_args(p, default_size: str) -> None:
+    """Flags shared by ``train`` and ``distill``: the model, the data and the optimisation."""
     p.add_argument("--exp-dir", type=Path, required=True, help="e.g. exp/synth_digits/teacher-0")
     p.add_argument("--arch", default="dnn", help="dnn, tdnn, blstm or conformer")
-    p.add_argument("--size", default="teacher", help="student-small, student, teacher, teacher-large, ...-xl")
+    p.add_argument("--size", default=default_size, help="student-small, student, teacher, teacher-large, ...-xl")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="gives the number of pdfs")
     p.add_argument("--train-cuts", type=Path, default=Path("data/ali/synth_digits_cuts_train.jsonl.gz"))
     p.add_argument("--valid-cuts", type=Path, default=Path("data/ali/synth_digits_cuts_dev.jsonl.gz"))
@@ -35,20 +28,64 @@ def _add_train(sub) -> None:
     add_common(p)
 
 
-def _run_train(args) -> None:
+def _training_fields(args) -> dict:
+    """The TrainConfig fields the shared flags set."""
     from asr_kd.data.lang import Lang
     from asr_kd.datamodule import DataConfig
     from asr_kd.models import ModelConfig
-    from asr_kd.train import TrainConfig, train
 
     model = ModelConfig(arch=args.arch, size=args.size, num_pdfs=Lang.load(args.lang_dir).num_pdfs, dropout=args.dropout)
     data = DataConfig(
         train_cuts=str(args.train_cuts), valid_cuts=str(args.valid_cuts), max_duration=args.max_duration,
         num_workers=args.num_workers, spec_augment=not args.no_spec_augment,
     )  # fmt: skip
-    train(TrainConfig(
+    return dict(
         exp_dir=str(args.exp_dir), model=model, data=data, num_epochs=args.num_epochs, lr=args.lr,
         warmup_steps=args.warmup_steps, seed=args.seed, device=args.device,
+    )  # fmt: skip
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="stage 4: train one frame-level acoustic model (a teacher) with cross-entropy",
+        description="Stage 4. Cross-entropy on frame_labels (padding ignored), AdamW with warm-up and "
+        "decay, SpecAugment, validation frame accuracy per epoch, best/last checkpoints, tensorboard. "
+        "Resumes an interrupted run from <exp-dir>/last.pt and does nothing when <exp-dir>/done exists. "
+        "For several processes or GPUs start it with torchrun (DDP).",
+    )
+    _add_training_args(p, default_size="teacher")
+
+
+def _run_train(args) -> None:
+    from asr_kd.train import TrainConfig, train
+
+    train(TrainConfig(**_training_fields(args)))
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="stage 6: train a student on the cached soft targets (alpha 0: the hard-label baseline)",
+        description="Stage 6. L = alpha T^2 KL(p_T || q_T) + (1 - alpha) CE(y, q_1) per frame, with the "
+        "ensemble posteriors read from the soft-target cache (no teacher forward pass); refuses a cache "
+        "whose metadata does not match. The shared trainer gives resumption, DDP, bf16 and logs.",
+    )
+    _add_training_args(p, default_size="student")
+    p.add_argument("--cache-dir", type=Path, default=None, help="stage 5 output; not needed with --alpha 0")
+    p.add_argument("--temperature", type=float, default=2.0, help="must be the cache's temperature")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0: hard labels only)")
+    p.add_argument("--sparse", action="store_true", help="use top-k targets directly (large pdf sets)")
+    p.add_argument("--teachers", type=Path, nargs="+", default=None, help="check the cache was made by these")
+
+
+def _run_distill(args) -> None:
+    from asr_kd.kd.distill import DistillConfig, distill
+
+    distill(DistillConfig(
+        **_training_fields(args), cache_dir=str(args.cache_dir) if args.cache_dir else None,
+        temperature=args.temperature, alpha=args.alpha, sparse=args.sparse,
+        teachers=[str(t) for t in args.teachers] if args.teachers else None,
     ))  # fmt: skip
 
 
@@ -122,6 +159,7 @@ def _run_evaluate(args) -> None:
 
 COMMANDS = {
     "train": (_add_train, _run_train),
+    "distill": (_add_distill, _run_distill),
     "cache": (_add_cache, _run_cache),
     "evaluate": (_add_evaluate, _run_evaluate),
 }

@@ -16,6 +16,9 @@
 #   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/synth_digits/teacher-<i>/
 #   5  cache     ensemble posteriors at temperature $temperature, top-$k -> exp/synth_digits/cache-T<T>/;
 #                frame accuracy of each teacher, their mean and the ensemble -> exp/synth_digits/teachers.json
+#   6  distill   the student ($student, arch:size:seed) twice: hard labels (alpha 0) -> student-hard/,
+#                and distilled from the cache (alpha $alpha, T $temperature) -> student-kd/;
+#                frame accuracy of both -> exp/synth_digits/students.json
 #
 # Output tree:
 #   data/manifests/  synth_digits_{recordings,supervisions}_{train,dev,test}.jsonl.gz, wav/
@@ -37,6 +40,8 @@ teacher_epochs=6
 max_duration=100  # seconds of audio per batch
 temperature=2.0   # of the cached ensemble posteriors
 k=16              # pdfs kept per frame in the cache (0: dense fp16)
+student="dnn:student:7"  # arch:size:seed of the student (a teacher is ~6x its size)
+alpha=0.5         # weight of the soft-target term in the distillation loss
 device=auto
 
 conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
@@ -122,6 +127,23 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: frame accuracy of the teachers, their mean and the ensemble"
   # shellcheck disable=SC2046
   asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
+    --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  IFS=: read -r arch size seed <<< "$student"
+  for run in hard kd; do
+    a=$alpha; [ $run = hard ] && a=0
+    log "Stage 6: student-$run ($arch, $size, seed $seed, alpha $a, T $temperature)"
+    # shellcheck disable=SC2046
+    asr-kd distill --exp-dir "$exp/student-$run" --arch "$arch" --size "$size" --seed "$seed" \
+      --alpha "$a" --temperature "$temperature" --cache-dir "$exp/cache-T$temperature" \
+      --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
+      --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$teacher_epochs" \
+      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device"
+  done
+  asr-kd evaluate --models "$exp/student-hard/best-valid-acc.pt" "$exp/student-kd/best-valid-acc.pt" \
+    --device "$device" --json "$exp/students.json" \
     --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
 fi
 
