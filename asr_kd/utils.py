@@ -72,6 +72,28 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def lazy_exports(package: str, exports: dict[str, str]):
+    """``(__getattr__, __dir__)`` for a package whose public names are imported from their submodule on
+    first use (PEP 562), so that importing one submodule does not load the others' heavy dependencies.
+
+    Args:
+        package: the package's ``__name__``.
+        exports: public name -> submodule that defines it.
+    """
+    import importlib
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return __getattr__, __dir__
+
+
 def fix_random_seed(seed: int) -> None:
     """Seed python, numpy and torch."""
     import torch
