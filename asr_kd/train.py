@@ -53,7 +53,7 @@ from asr_kd.trainer.checkpoint import load_train_state, read_done, restore_rng_s
 from asr_kd.trainer.logs import log_to_file
 from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
 from asr_kd.trainer.schedule import WarmupDecay
-from asr_kd.utils import fix_random_seed, write_json
+from asr_kd.utils import fix_random_seed, resolve_device, write_json
 
 
 @dataclass
@@ -156,14 +156,6 @@ def check_labels(batch: dict, num_pdfs: int) -> None:
         row = int(bad.any(1).nonzero()[0])
         raise ValueError(f"cut {batch['cut_ids'][row]} has frame label {int(labels[bad][0])} outside the model's "
                          f"num_pdfs={num_pdfs}: set model.num_pdfs to the lang dir's pdf count")  # fmt: skip
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):

@@ -94,6 +94,17 @@ def lazy_exports(package: str, exports: dict[str, str]):
     return __getattr__, __dir__
 
 
+def resolve_device(device: str, local_rank: int = 0):
+    """``"auto"`` -> CUDA when present, else CPU; a bare ``"cuda"`` takes GPU ``local_rank``."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(device)
+
+
 def fix_random_seed(seed: int) -> None:
     """Seed python, numpy and torch."""
     import torch

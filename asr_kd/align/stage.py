@@ -34,15 +34,9 @@ from asr_kd.align.report import AlignmentScorer, format_report
 from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, batched_log_likelihoods, train_mono
 from asr_kd.align.viterbi import align_batch
 from asr_kd.data.lang import Lang
-from asr_kd.utils import atomic_output, write_json, write_text
+from asr_kd.utils import atomic_output, resolve_device, write_json, write_text
 
 ALIGN_BATCH_CUTS = 2000  # cuts whose features are held in memory at once in the final alignment
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def cut_words(cut) -> list[str]:

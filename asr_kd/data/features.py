@@ -51,7 +51,7 @@ from lhotse.qa import validate_features
 from lhotse.utils import compute_num_frames_from_samples, fastcopy, is_equal_or_contains
 from tqdm import tqdm
 
-from asr_kd.utils import atomic_output, write_json, write_text
+from asr_kd.utils import atomic_output, resolve_device, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,7 @@ def compute_fbank(
     manifest_dir, output_dir = Path(manifest_dir), Path(output_dir)
     if num_jobs < 1:
         raise ValueError(f"num_jobs must be >= 1, got {num_jobs}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     batched = device.startswith("cuda") if _batched is None else _batched
     if splits is None:
         splits = _find_splits(manifest_dir, corpus)

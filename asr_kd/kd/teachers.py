@@ -24,6 +24,7 @@ from asr_kd.kd.cache import merge_soft_target_shards, write_soft_target_shards
 from asr_kd.kd.cache_metadata import cache_metadata, prepare_cache_dir
 from asr_kd.kd.ensemble import ensemble_posteriors
 from asr_kd.models.checkpoint import load_model
+from asr_kd.utils import resolve_device
 
 
 def load_models(paths: Sequence[Path | str], device: torch.device) -> list[torch.nn.Module]:
@@ -79,7 +80,7 @@ def build_cache(
     Resumable (complete shards are skipped), shardable over ``world_size`` ranks; the last call
     (rank 0 once every shard is complete) merges them into ``cuts_soft_<split>.jsonl.gz``.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     cuts = CutSet.from_file(cuts_path)
     models = load_models(teachers, dev)
     num_pdfs = _num_pdfs(models, cuts, dev)
@@ -104,12 +105,6 @@ def build_cache(
     return merge_soft_target_shards(cache_dir, split, num_shards, cuts)
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _num_pdfs(models, cuts, device) -> int:
     logits, _ = model_logits(models, [next(iter(cuts))], device)
     return int(logits.shape[-1])
@@ -123,7 +118,7 @@ def frame_accuracies(
 
     Frame accuracy: the share of frames whose arg-max posterior equals the ``frame_labels``.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     models = load_models(model_paths, dev)
     cuts = list(CutSet.from_file(cuts_path))
     correct = np.zeros(len(models) + 1, dtype=np.int64)
