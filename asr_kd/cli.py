@@ -21,13 +21,13 @@ import argparse
 import logging
 import sys
 
-from asr_kd.commands import align, data, kd
+from asr_kd.commands import align, data, decode, kd, report
 from asr_kd.utils import setup_logging
 
 #: command name -> (add its parser, run it), in pipeline order
-COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS}
+COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS, **decode.COMMANDS, **report.COMMANDS}
 ORDER = (
-    "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate",
+    "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate", "decode", "report",
     "stats",
 )  # fmt: skip
 

@@ -24,7 +24,10 @@ loading their features (see ``ResumableSampler``); SpecAugment draws its masks f
 from __future__ import annotations
 
 import logging
+import math
+import random
 import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,8 @@ class DataConfig:
     num_time_masks: int = 2  # time masks per utterance
     time_mask_width: int = 20  # max width of a time mask, in frames
     time_mask_max_ratio: float = 0.2  # a time mask covers at most this share of an utterance's frames
+    train_fraction: float = 1.0  # train on this share of the training cuts (the paper's 3% experiment)
+    subset_seed: int = 0  # picks the train_fraction subset: the same cuts for every model and seed
 
 
 def read_cuts(cuts: CutSet | str | Path, lazy: bool = False) -> CutSet:
@@ -202,6 +207,27 @@ class ResumableSampler:
             yield batch
 
 
+def training_subset(cfg: DataConfig) -> CutSet:
+    """The training cuts, or the ``cfg.train_fraction`` share of them picked by ``cfg.subset_seed``.
+
+    The subset depends only on the cut ids, the fraction and the subset seed, so the hard-label and the
+    distilled student of the 3% experiment see the same utterances (the cache's cuts have the same ids as
+    the aligned ones) whatever their training seed.
+    """
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise ValueError(f"DataConfig.train_fraction must be in (0, 1], got {cfg.train_fraction}")
+    if cfg.train_fraction == 1.0:
+        return read_cuts(cfg.train_cuts, lazy=True)
+    cuts = read_cuts(cfg.train_cuts)
+    ids = sorted(cuts.ids)
+    keep = random.Random(cfg.subset_seed).sample(ids, max(1, math.ceil(cfg.train_fraction * len(ids))))
+    subset = cuts.subset(cut_ids=sorted(keep))
+    hours, total = sum(c.duration for c in subset) / 3600, sum(c.duration for c in cuts) / 3600
+    logging.info(f"training on {len(keep)} of {len(ids)} cuts ({hours:.3f} h of {total:.3f} h, "
+                 f"train_fraction {cfg.train_fraction}, subset_seed {cfg.subset_seed})")
+    return subset
+
+
 class FrameDataModule:
     """Training and evaluation DataLoaders over frame-labelled cuts; DDP sharding by ``rank``."""
 
@@ -218,11 +244,13 @@ class FrameDataModule:
     def _train_parts(self) -> tuple[ResumableSampler, FrameDataset]:
         if self._train is None:
             cfg = self.cfg
-            sampler = DynamicBucketingSampler(
-                read_cuts(cfg.train_cuts, lazy=True), max_duration=cfg.max_duration, num_buckets=cfg.num_buckets,
-                shuffle=cfg.shuffle, drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size,
-                rank=self.rank,
-            )  # fmt: skip
+            with warnings.catch_warnings():  # a train_fraction subset is eager, and small: that is fine
+                warnings.filterwarnings("ignore", "You are using DynamicBucketingSampler with an eagerly read")
+                sampler = DynamicBucketingSampler(
+                    training_subset(cfg), max_duration=cfg.max_duration, num_buckets=cfg.num_buckets,
+                    shuffle=cfg.shuffle, drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size,
+                    rank=self.rank,
+                )  # fmt: skip
             augment = SpecAugment.from_config(cfg) if cfg.spec_augment else None
             dataset = FrameDataset(augment, self.extra_fields, with_labels=True, seed=self.seed)
             self._train = (ResumableSampler(sampler), dataset)

@@ -23,6 +23,9 @@ def _add_training_args(p, default_size: str) -> None:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--no-spec-augment", action="store_true")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="train on this share of the training cuts, the same subset for every model "
+                   "(the paper's 3%% experiment: 0.03)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
     add_common(p)
@@ -38,6 +41,7 @@ def _training_fields(args) -> dict:
     data = DataConfig(
         train_cuts=str(args.train_cuts), valid_cuts=str(args.valid_cuts), max_duration=args.max_duration,
         num_workers=args.num_workers, spec_augment=not args.no_spec_augment,
+        train_fraction=args.train_fraction,
     )  # fmt: skip
     return dict(
         exp_dir=str(args.exp_dir), model=model, data=data, num_epochs=args.num_epochs, lr=args.lr,

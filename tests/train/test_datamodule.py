@@ -115,3 +115,20 @@ def test_workers_give_the_same_batches(cuts_path):
     for a, b in zip(serial, parallel):
         assert torch.equal(a["features"], b["features"])  # SpecAugment masks do not depend on the worker
     assert np.isfinite(serial[0]["features"].numpy()).all()
+
+
+def test_train_fraction_picks_the_same_subset_for_every_seed(cuts_path, tmp_path):
+    from asr_kd.datamodule import training_subset
+
+    all_ids = sorted(read_cuts(cuts_path).ids)
+    sub = sorted(training_subset(_config(cuts_path, train_fraction=0.25)).ids)
+    assert len(sub) == -(-len(all_ids) // 4) and set(sub) <= set(all_ids)  # ceil(N / 4) of the cuts
+    # the same ids from a manifest in another order (the cache's) and under another training seed
+    shuffled = tmp_path / "shuffled.jsonl.gz"
+    read_cuts(cuts_path).shuffle(__import__("random").Random(5)).to_file(shuffled)
+    assert sorted(training_subset(_config(shuffled, train_fraction=0.25)).ids) == sub
+    dm = FrameDataModule(_config(cuts_path, train_fraction=0.25), seed=123)
+    assert sorted(i for batch in _epoch_ids(dm, 1) for i in batch) == sub
+    assert sorted(training_subset(_config(cuts_path, train_fraction=0.25, subset_seed=1)).ids) != sub
+    with pytest.raises(ValueError, match="train_fraction"):
+        training_subset(_config(cuts_path, train_fraction=0.0))

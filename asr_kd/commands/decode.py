@@ -1,0 +1,67 @@
+"""Stage 7: hybrid decoding and scoring (WER, frame accuracy) of a model or an ensemble."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_kd.commands.common import add_common
+
+
+def default_name(models: list[Path]) -> str:
+    """The decoding's name: ``ensemble`` for several models, else the checkpoint's directory name
+    (``exp/x/teacher-0/best-valid-acc.pt`` -> ``teacher-0``), else its stem."""
+    if len(models) > 1:
+        return "ensemble"
+    path = Path(models[0])
+    return path.parent.name or path.stem
+
+
+def _add(sub) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="stage 7: decode any cuts with a model or an ensemble; WER, frame accuracy, result-<name>.json",
+        description="Stage 7. Per frame the hybrid score acoustic_scale * (log p(s|x) - log prior(s)): "
+        "p(s|x) the model's softmax posterior (several models: the arithmetic mean of their posteriors at "
+        "T=1, an ensemble), prior(s) from the aligner's pdf_counts.txt; Viterbi beam search "
+        "(kaldi-decoder) over <lang-dir>/HCLG.fst, built once from an n-gram LM on the --lm-cuts "
+        "transcripts (or reused as is without --lm-cuts). Cuts with frame_labels also give frame "
+        "accuracy; cuts whose features cannot be read are skipped and listed. Writes into --output-dir: "
+        "recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt (icefall's layout), "
+        "skipped-<name>.txt, and last result-<name>.json (name, role, params, frame_acc, wer, sub, ins, "
+        "del, num_frames, num_words, test_set, RTF, decode settings, checkpoint hashes). Skips the work "
+        "when a matching result-<name>.json exists (--force redoes it).",
+    )
+    p.add_argument("--models", type=Path, nargs="+", required=True, help="checkpoints; more than one: an ensemble")
+    p.add_argument("--cuts", type=Path, required=True, help="any CutSet with features, e.g. the aligned test cuts")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG.fst is cached here")
+    p.add_argument("--pdf-counts", type=Path, required=True, help="the align stage's <exp-dir>/pdf_counts.txt")
+    p.add_argument("--lm-cuts", type=Path, default=None,
+                   help="training cuts whose transcripts train the LM; omit to reuse <lang-dir>/HCLG.fst")  # fmt: skip
+    p.add_argument("--lm-order", type=int, default=3, help="n-gram order of the LM")
+    p.add_argument("--output-dir", type=Path, required=True, help="e.g. exp/synth_digits/decode")
+    p.add_argument("--name", default=None,
+                   help="name in the output files (default: the checkpoint's directory, or 'ensemble')")  # fmt: skip
+    p.add_argument("--role", default=None, help="teacher, ensemble, student_hard, student_kd, ... (as given)")
+    p.add_argument("--acoustic-scale", type=float, default=0.1, help="multiplies the hybrid log-likelihoods")
+    p.add_argument("--beam", type=float, default=13.0, help="search beam, scaled log units")
+    p.add_argument("--max-active", type=int, default=7000, help="most active states per frame")
+    p.add_argument("--nj", type=int, default=1, help="decoding processes")
+    p.add_argument("--device", default="auto", help="of the forward passes: auto, cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=32, help="cuts per forward pass")
+    p.add_argument("--force", action="store_true", help="decode even if result-<name>.json matches")
+    add_common(p)
+
+
+def _run(args) -> None:
+    from asr_kd.decode.run import decode_cuts, summary_line
+
+    result = decode_cuts(
+        args.models, args.cuts, args.lang_dir, args.output_dir, args.name or default_name(args.models),
+        role=args.role, pdf_counts=args.pdf_counts, lm_cuts=args.lm_cuts, lm_order=args.lm_order,
+        acoustic_scale=args.acoustic_scale, beam=args.beam, max_active=args.max_active, num_jobs=args.nj,
+        device=args.device, batch_size=args.batch_size, force=args.force,
+    )  # fmt: skip
+    print(summary_line(result))
+
+
+COMMANDS = {"decode": (_add, _run)}

@@ -1,0 +1,33 @@
+"""Stage 8: the experiment's report from its decode records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_kd.commands.common import add_common
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="results.json, RESULTS.md (Table 1, Table 5, temperature sweep) and a plot from the decode records",
+        description="Reads every <decode-dir>/result-*.json (one per decoded model, from `asr-kd decode`), "
+        "adds the mean teacher and the gain recovered, (kd - hard) / (ensemble - hard), on frame accuracy "
+        "and WER, and writes <exp_dir>/results.json, the markdown tables (printed too) and "
+        "<exp_dir>/temperature_sweep.png when there are at least two distillation temperatures.",
+    )
+    p.add_argument("exp_dir", type=Path, help="e.g. exp/synth_digits; its recipe_config.json becomes the config")
+    p.add_argument("--decode-dir", type=Path, default=None, help="default <exp_dir>/decode (not recursive)")
+    p.add_argument("--output", type=Path, default=None, help="the markdown file; default <exp_dir>/RESULTS.md")
+    p.add_argument("--no-plot", action="store_true", help="do not write temperature_sweep.png")
+    add_common(p)
+
+
+def _run_report(args) -> None:
+    from asr_kd.report import make_report
+
+    results = make_report(args.exp_dir, decode_dir=args.decode_dir, output=args.output, plot=not args.no_plot)
+    print(results["markdown"], end="")
+
+
+COMMANDS = {"report": (_add_report, _run_report)}

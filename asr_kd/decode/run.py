@@ -1,0 +1,320 @@
+"""The decode stage: frame accuracy and WER of one model or an ensemble on any CutSet with features.
+
+Usage:
+    asr-kd decode --models exp/synth_digits/student-kd/best-valid-acc.pt \\
+        --cuts data/ali/synth_digits_cuts_test.jsonl.gz --pdf-counts exp/synth_digits/align/pdf_counts.txt \\
+        --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz --lang-dir data/lang \\
+        --output-dir exp/synth_digits/decode --name student-kd --role student_kd --nj 4
+
+    from asr_kd.decode.run import decode_cuts
+    result = decode_cuts(["exp/synth_digits/teacher-0/best-valid-acc.pt"], "data/ali/synth_digits_cuts_test.jsonl.gz",
+                         "data/lang", "exp/synth_digits/decode", "teacher-0",
+                         pdf_counts="exp/synth_digits/align/pdf_counts.txt",
+                         lm_cuts="data/ali/synth_digits_cuts_train.jsonl.gz")
+
+Posteriors: one checkpoint's softmax, or for several the arithmetic mean of their softmax posteriors at
+T = 1 (``ensemble_posteriors``). Hybrid scores per frame: ``acoustic_scale * (log p(s|x) - log prior(s))``,
+priors from the aligner's ``pdf_counts.txt``; Viterbi beam search (kaldi-decoder) over
+``<lang_dir>/HCLG.fst``, built (and cached) from an ``lm_order``-gram LM on the ``lm_cuts`` transcripts.
+The reference of a cut is its supervisions' text joined (already in the lexicon's normal form, as the
+prepare stage writes it). Cuts with ``frame_labels`` also give frame accuracy (arg-max posterior ==
+label, over the frames both have); cuts whose features (or labels) cannot be read are skipped and listed.
+
+Files in ``output_dir`` for a decoding ``name``:
+    recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt   (asr_kd.decode.scoring)
+    skipped-<name>.txt      ``<cut id>\\t<reason>`` per skipped cut (empty when none)
+    result-<name>.json      the record below (RESULT_KEYS), written last: its presence means finished
+
+A second call with the same models (sha256), cuts, name, role and decoding settings returns the
+existing record without decoding again (``force=True`` redoes it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from tqdm import tqdm
+
+from asr_kd.decode.decoder import (
+    DEFAULT_ACOUSTIC_SCALE,
+    DEFAULT_BEAM,
+    DEFAULT_MAX_ACTIVE,
+    DEFAULT_PRIOR_FLOOR,
+    compute_log_priors,
+    decode_batch,
+    hybrid_loglikes,
+)
+from asr_kd.decode.scoring import write_results
+from asr_kd.utils import resolve_device, write_json, write_text
+
+#: the keys of ``result-<name>.json`` (read by the report stage)
+RESULT_KEYS = (
+    "name", "role", "models", "params", "frame_acc", "wer", "sub", "ins", "del", "num_frames", "num_words",
+    "num_utts", "num_skipped", "test_set", "temperature", "alpha", "train_fraction", "arch", "size",
+    "decode_config", "audio_seconds", "decode_seconds", "forward_seconds", "rtf", "checkpoint_sha256",
+)  # fmt: skip
+#: log-likelihood values held before a decoding round (4 bytes each): bounds memory on large test sets
+MAX_PENDING_VALUES = 1 << 27
+#: result fields that must be equal for an existing result to be reused (plus decode_config, less num_jobs)
+_MATCH_KEYS = ("name", "role", "models", "checkpoint_sha256", "test_set")
+
+
+def reference_text(cut) -> str:
+    """The cut's supervisions' text, joined, whitespace collapsed."""
+    return " ".join(" ".join((s.text or "") for s in cut.supervisions).split())
+
+
+def read_pdf_counts(path: Path | str) -> np.ndarray:
+    """``pdf_counts.txt`` of the align stage (one frame count per line, line i = pdf i): ``(num_pdfs,)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pdf counts {path} do not exist: the align stage writes <exp-dir>/pdf_counts.txt")
+    try:
+        counts = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except ValueError as e:
+        raise ValueError(f"{path}: expected one integer frame count per line ({e})") from e
+    return counts
+
+
+def decoding_graph(lang_dir: Path | str, lm_cuts: Path | str | None, lm_order: int) -> tuple[Path, dict]:
+    """``(<lang_dir>/HCLG.fst, its HCLG.json info)``: built on the ``lm_cuts`` transcripts (cached), or the
+    existing graph as is when ``lm_cuts`` is None."""
+    from asr_kd.decode.graph import build_decoding_graph
+
+    lang_dir = Path(lang_dir)
+    graph_path, info_path = lang_dir / "HCLG.fst", lang_dir / "HCLG.json"
+    if lm_cuts is not None:
+        texts = [reference_text(c) for c in CutSet.from_file(lm_cuts)]
+        build_decoding_graph(lang_dir, texts, order=lm_order)
+    elif not graph_path.is_file():
+        raise FileNotFoundError(f"no decoding graph {graph_path}: pass the training cuts as lm_cuts (--lm-cuts) "
+                                f"to build one")  # fmt: skip
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if lm_cuts is None and info.get("lm_order", lm_order) != lm_order:
+        logging.warning(f"using the cached {graph_path} of a {info['lm_order']}-gram LM (lm_order {lm_order} "
+                        f"applies only when lm_cuts are given)")  # fmt: skip
+    return graph_path, info
+
+
+def _member_info(paths: Sequence[Path | str]) -> tuple[dict[str, Any], list]:
+    """The result fields that describe the models, and their checkpoints (config + train config)."""
+    from asr_kd.models.checkpoint import checkpoint_hash, load_checkpoint
+
+    checkpoints = [load_checkpoint(p) for p in paths]
+    configs = [c.model_config for c in checkpoints]
+    info: dict[str, Any] = {"models": [str(p) for p in paths], "checkpoint_sha256": [checkpoint_hash(p) for p in paths],
+                            "temperature": None, "alpha": None, "train_fraction": None}  # fmt: skip
+    if len(checkpoints) == 1:
+        train_config = checkpoints[0].extra.get("train_config") or {}
+        data = train_config.get("data") if isinstance(train_config.get("data"), dict) else {}
+        info.update(temperature=train_config.get("temperature"), alpha=train_config.get("alpha"),
+                    train_fraction=train_config.get("train_fraction", data.get("train_fraction")),
+                    arch=configs[0].arch, size=configs[0].size)  # fmt: skip
+    else:
+        info.update(arch=[c.arch for c in configs], size=[c.size for c in configs])
+    return info, checkpoints
+
+
+def _load_cut(cut) -> tuple[np.ndarray, np.ndarray | None]:
+    """(features (T, F) float32, frame labels (T',) int64 or None when the cut has none)."""
+    feats = np.asarray(cut.load_features(), dtype=np.float32)
+    labels = cut.load_frame_labels().astype(np.int64) if cut.has_custom("frame_labels") else None
+    return feats, labels
+
+
+class _Scorer:
+    """Forward passes, frame accuracy and the search, over batches of cuts."""
+
+    def __init__(self, models, device, log_priors: np.ndarray, graph_path: Path, words: list[str], search: dict,
+                 num_jobs: int):  # fmt: skip
+        self.models, self.device, self.log_priors, self.words = models, device, log_priors, words
+        self.graph_path, self.search, self.num_jobs = graph_path, search, num_jobs
+        self.correct = self.labelled = self.frames = 0
+        self.audio_seconds = self.forward_seconds = self.decode_seconds = 0.0
+        self.results: dict[str, tuple[str, str]] = {}
+        self.skipped: dict[str, str] = {}
+        self._pending: list[tuple[str, str, np.ndarray]] = []  # (cut id, reference, loglikes)
+
+    @torch.no_grad()
+    def forward(self, batch: list) -> None:
+        """Posteriors of a batch of cuts; frame accuracy; log-likelihoods queued for the search."""
+        start = time.perf_counter()
+        loaded = []
+        for cut in batch:
+            try:
+                loaded.append((cut, *_load_cut(cut)))
+            except Exception as e:  # any storage error: a missing file, a bad key, a truncated array
+                self.skipped[cut.id] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                logging.warning(f"{cut.id}: skipped, its features or labels cannot be loaded ({self.skipped[cut.id]})")
+        if not loaded:
+            return
+        feats = [torch.from_numpy(f) for _, f, _ in loaded]
+        lengths = torch.tensor([f.shape[0] for f in feats])
+        x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+        logits = torch.stack([m(x, lengths.to(self.device)).float() for m in self.models])  # (K, B, T, P)
+        if len(self.models) == 1:
+            log_post = torch.log_softmax(logits[0], dim=-1)
+        else:
+            from asr_kd.kd.ensemble import ensemble_posteriors
+
+            post = ensemble_posteriors(logits, temperature=1.0, mode="arithmetic")  # (B, T, P)
+            log_post = post.clamp_min(torch.finfo(post.dtype).tiny).log()
+        best = log_post.argmax(-1).cpu().numpy()
+        log_post = log_post.cpu().numpy()
+        for i, (cut, _, labels) in enumerate(loaded):
+            n = int(lengths[i])
+            if labels is not None:
+                m = min(n, labels.shape[0])
+                if m != n or m != labels.shape[0]:
+                    logging.debug(f"{cut.id}: {labels.shape[0]} frame labels for {n} frames; comparing {m}")
+                self.correct += int((best[i, :m] == labels[:m]).sum())
+                self.labelled += m
+            self.frames += n
+            self.audio_seconds += float(cut.duration)
+            self._pending.append((cut.id, reference_text(cut), hybrid_loglikes(log_post[i, :n], self.log_priors)))
+        self.forward_seconds += time.perf_counter() - start
+        if sum(ll.size for _, _, ll in self._pending) > MAX_PENDING_VALUES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Decode the queued utterances."""
+        if not self._pending:
+            return
+        start = time.perf_counter()
+        hyps = decode_batch(self.graph_path, [ll for _, _, ll in self._pending], num_jobs=self.num_jobs, **self.search)
+        self.decode_seconds += time.perf_counter() - start
+        for (cut_id, ref, _), word_ids in zip(self._pending, hyps, strict=True):
+            self.results[cut_id] = (ref, " ".join(self.words[w] for w in word_ids))
+        self._pending = []
+
+
+def summary_line(result: dict) -> str:
+    """``name: WER x% [S sub I ins D del / N words], frame acc y%, RTF z`` of a result record."""
+    acc = "n/a" if result["frame_acc"] is None else f"{100 * result['frame_acc']:.2f}%"
+    rtf = "n/a" if result["rtf"] is None else f"{result['rtf']:.4f}"
+    return (f"{result['name']}: WER {100 * result['wer']:.2f}% [{result['sub']} sub {result['ins']} ins "
+            f"{result['del']} del / {result['num_words']} words], frame acc {acc}, RTF {rtf}")  # fmt: skip
+
+
+def _reusable(path: Path, expected: dict) -> dict | None:
+    """The record in ``path`` if it was made with the same models, cuts and settings, else None."""
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+    def settings(record: dict) -> dict:
+        return {k: v for k, v in (record.get("decode_config") or {}).items() if k != "num_jobs"}
+
+    same = all(old.get(k) == expected[k] for k in _MATCH_KEYS) and settings(old) == settings(expected)
+    return old if same and set(old) == set(RESULT_KEYS) else None
+
+
+def decode_cuts(
+    models: Sequence[Path | str] | Path | str,
+    cuts_path: Path | str,
+    lang_dir: Path | str,
+    output_dir: Path | str,
+    name: str,
+    role: str | None = None,
+    pdf_counts: Path | str = "exp/synth_digits/align/pdf_counts.txt",
+    lm_cuts: Path | str | None = None,
+    lm_order: int = 3,
+    acoustic_scale: float = DEFAULT_ACOUSTIC_SCALE,
+    beam: float = DEFAULT_BEAM,
+    max_active: int = DEFAULT_MAX_ACTIVE,
+    num_jobs: int = 1,
+    device: str = "auto",
+    batch_size: int = 32,
+    prior_floor: float = DEFAULT_PRIOR_FLOOR,
+    force: bool = False,
+) -> dict:
+    """Decode every cut of ``cuts_path`` with one model or an ensemble; score WER and frame accuracy.
+
+    Args:
+        models: one checkpoint, or several (their softmax posteriors averaged at T = 1).
+        cuts_path: any CutSet manifest with features; ``frame_labels`` where present give frame accuracy.
+        lang_dir: the lang directory (words.txt; HCLG.fst is built or read there).
+        output_dir: where the files of the module docstring go.
+        name: the decoding's name in the file names and in the record.
+        role: e.g. teacher / ensemble / student_hard / student_kd (stored as given).
+        pdf_counts: the aligner's ``pdf_counts.txt``: the priors.
+        lm_cuts: the training cuts, whose transcripts train the LM; None uses the existing HCLG.fst.
+        lm_order: n-gram order of the LM.
+        acoustic_scale, beam, max_active: the search (beam in scaled log units).
+        num_jobs: decoding processes (the hypotheses do not depend on it).
+        device: of the forward passes ("auto": CUDA when present).
+        batch_size: cuts per forward pass.
+        prior_floor: smallest prior probability.
+        force: decode even if a matching ``result-<name>.json`` exists.
+
+    Returns:
+        The record written to ``result-<name>.json`` (keys ``RESULT_KEYS``; WER and frame accuracy as
+        fractions, frame_acc None when no cut has frame labels; times in seconds; ``num_frames`` the
+        decoded feature frames).
+    """
+    from asr_kd.data.lang import Lang
+    from asr_kd.kd.teachers import load_models
+
+    paths = [models] if isinstance(models, (str, Path)) else list(models)
+    if not paths:
+        raise ValueError("decode needs at least one model checkpoint, got none")
+    output_dir = Path(output_dir)
+    result_path = output_dir / f"result-{name}.json"
+    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order)
+    member_info, checkpoints = _member_info(paths)
+    decode_config = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active,
+                     "lm_order": graph_info.get("lm_order", lm_order), "num_jobs": num_jobs, "prior_floor": prior_floor,
+                     "lang_dir": str(lang_dir), "pdf_counts": str(pdf_counts),
+                     "lm_transcripts_sha256": graph_info.get("transcripts_sha256")}  # fmt: skip
+    expected = {"name": name, "role": role, "test_set": str(cuts_path), "decode_config": decode_config, **member_info}
+    old = None if force else _reusable(result_path, expected)
+    if old is not None:
+        logging.info(f"{result_path} already done: {summary_line(old)}")
+        return old
+
+    lang = Lang.load(lang_dir)
+    counts = read_pdf_counts(pdf_counts)
+    num_pdfs = {c.model_config.num_pdfs for c in checkpoints}
+    if num_pdfs != {lang.num_pdfs} or counts.shape[0] != lang.num_pdfs:
+        raise ValueError(f"pdf counts disagree: {pdf_counts} has {counts.shape[0]}, {lang_dir} {lang.num_pdfs}, "
+                         f"the models {sorted(num_pdfs)}")  # fmt: skip
+    dev = resolve_device(device)
+    loaded = load_models(paths, dev)
+    search = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active}
+    scorer = _Scorer(loaded, dev, compute_log_priors(counts, prior_floor), graph_path, lang.word_symbols, search,
+                     num_jobs)
+    cuts = list(CutSet.from_file(cuts_path))
+    for b in tqdm(range(0, len(cuts), batch_size), desc=f"decode {name}", unit="batch"):
+        scorer.forward(cuts[b : b + batch_size])
+    scorer.flush()
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text(output_dir / f"skipped-{name}.txt", "".join(f"{u}\t{r}\n" for u, r in sorted(scorer.skipped.items())))
+    stats = write_results(output_dir, name, scorer.results)
+    result = {
+        **expected,
+        "params": sum(p.numel() for m in loaded for p in m.parameters()),
+        "frame_acc": scorer.correct / scorer.labelled if scorer.labelled else None,
+        "wer": stats.wer, "sub": stats.sub, "ins": stats.ins, "del": stats.dels,
+        "num_frames": scorer.frames, "num_words": stats.num_ref_words, "num_utts": stats.num_utts,
+        "num_skipped": len(scorer.skipped),
+        "audio_seconds": scorer.audio_seconds, "decode_seconds": scorer.decode_seconds,
+        "forward_seconds": scorer.forward_seconds,
+        "rtf": scorer.decode_seconds * num_jobs / scorer.audio_seconds if scorer.audio_seconds > 0 else None,
+    }  # fmt: skip
+    assert set(result) == set(RESULT_KEYS), sorted(set(result) ^ set(RESULT_KEYS))
+    write_json(result_path, result)
+    if scorer.skipped:
+        logging.warning(f"{name}: {len(scorer.skipped)} cuts skipped, listed in {output_dir / f'skipped-{name}.txt'}")
+    logging.info(summary_line(result))
+    return result
