@@ -1,4 +1,4 @@
-"""Integration: stages 0-6 of recipes/synth_digits/run.sh on a tiny corpus."""
+"""Integration: stages 0-7 of recipes/synth_digits/run.sh on a tiny corpus."""
 
 import hashlib
 import os
@@ -29,9 +29,10 @@ def run_recipe(data: Path, exp: Path, *args: str) -> str:
 def recipe(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
     run_recipe(
-        root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "6",
+        root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "7",
         "--teachers", "dnn:student-small:1 tdnn:student-small:2", "--teacher-epochs", "3", "--k", "4",
-        "--max-duration", "30", "--student", "dnn:student-small:7",
+        "--max-duration", "30", "--student", "dnn:student-small:7", "--student-epochs", "3",
+        "--small-fraction", "0.3", "--small-epochs", "3", "--sweep-temperatures", "1",
     )  # fmt: skip
     return root
 
@@ -220,8 +221,36 @@ def test_students_hard_and_distilled(recipe):
     chance = 1.0 / Lang.load(recipe / "data/lang").num_pdfs
     hard = load_checkpoint(recipe / "exp/student-hard/epoch-3.pt").extra["train_config"]
     kd = load_checkpoint(recipe / "exp/student-kd/epoch-3.pt").extra["train_config"]
-    assert hard["alpha"] == 0 and hard["cache_dir"] is None
+    assert hard["alpha"] == 0 and hard["data"]["train_cuts"].endswith("ali/synth_digits_cuts_train.jsonl.gz")
     assert kd["alpha"] == 0.5 and kd["temperature"] == 2.0 and kd["cache_metadata_sha256"]
     assert kd["data"]["train_cuts"].endswith("cuts_soft_train.jsonl.gz")
     for result in json.loads((recipe / "exp/students.json").read_text()):
         assert all(acc > 4 * chance for acc in result["models"].values())
+
+
+def test_decode_and_report_cover_every_role(recipe):
+    import json
+
+    exp = recipe / "exp"
+    results = json.loads((exp / "results.json").read_text())
+    roles = [m["role"] for m in results["models"]]
+    for role in ("teacher", "mean_teacher", "ensemble", "student_hard", "student_kd", "student_hard_3pct",
+                 "student_kd_3pct", "student_kd_sweep"):
+        assert role in roles, role
+    assert roles.count("teacher") == 2
+    test_cuts = CutSet.from_file(recipe / "data/ali/synth_digits_cuts_test.jsonl.gz")
+    num_words = sum(len(s.text.split()) for c in test_cuts for s in c.supervisions)
+    for m in results["models"]:
+        assert 0.0 <= m["wer"] and 0.0 <= m["frame_acc"] <= 1.0, m["name"]
+        if m["role"] != "mean_teacher":
+            assert m["num_words"] == num_words and m["num_utts"] == len(test_cuts)
+            assert m["sub"] + m["del"] <= num_words
+            assert (exp / "decode" / f"recogs-{m['name']}.txt").is_file()
+    by_role = {m["role"]: m for m in results["models"]}
+    assert by_role["ensemble"]["params"] == sum(m["params"] for m in results["models"] if m["role"] == "teacher")
+    assert by_role["student_hard_3pct"]["train_fraction"] == 0.3 and by_role["student_kd"]["alpha"] == 0.5
+    sweep = sorted(p["temperature"] for p in results["temperature_sweep"])
+    assert sweep == [1.0, 2.0]
+    assert (exp / "temperature_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| ensemble" in (exp / "RESULTS.md").read_text().lower()
+    assert results["config"]["student_epochs"] == 3

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # synth_digits: the offline default recipe. Connected digits spoken by espeak-ng voices, ensemble
-# teachers, distillation into one student (stages are added as the toolkit grows).
+# teachers, distillation into one student, decoding and the results table.
 #
 # Usage (from the repository root):
 #   recipes/synth_digits/run.sh                          # all stages
@@ -14,11 +14,15 @@
 #   3  align     flat-start monophone GMM-HMM, Viterbi  -> data/ali/synth_digits_cuts_*.jsonl.gz
 #                (frame_labels), exp/synth_digits/align/{report.json,report.txt,pdf_counts.txt}
 #   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/synth_digits/teacher-<i>/
-#   5  cache     ensemble posteriors at temperature $temperature, top-$k -> exp/synth_digits/cache-T<T>/;
-#                frame accuracy of each teacher, their mean and the ensemble -> exp/synth_digits/teachers.json
-#   6  distill   the student ($student, arch:size:seed) twice: hard labels (alpha 0) -> student-hard/,
-#                and distilled from the cache (alpha $alpha, T $temperature) -> student-kd/;
-#                frame accuracy of both -> exp/synth_digits/students.json
+#   5  cache     ensemble posteriors at $temperature and each of $sweep_temperatures (dense, or top-$k)
+#                -> exp/synth_digits/cache-T<T>/; frame accuracy of each teacher, their mean and the
+#                ensemble -> exp/synth_digits/teachers.json
+#   6  distill   the student ($student, arch:size:seed): hard labels (alpha 0) -> student-hard/; distilled
+#                (alpha $alpha, T $temperature) -> student-kd/; both on $small_fraction of the data ->
+#                student-{hard,kd}-small/; distilled at each T of $sweep_temperatures -> student-kd-T<T>/
+#   7  decode    every model and the ensemble on the test split (HCLG, kaldi-decoder, jiwer) ->
+#                exp/synth_digits/decode/; asr-kd report -> exp/synth_digits/{results.json,RESULTS.md,
+#                temperature_sweep.png}, and prints the tables
 #
 # Output tree:
 #   data/manifests/  synth_digits_{recordings,supervisions}_{train,dev,test}.jsonl.gz, wav/
@@ -35,13 +39,21 @@ hours=1.0       # corpus size, all splits together
 seed=42
 data=data       # data directory (manifests, features, lang)
 exp=exp/synth_digits
-teachers="dnn:teacher:1 tdnn:teacher:2 dnn:teacher:3"   # arch:size:seed of each teacher
-teacher_epochs=6
+teachers="tdnn:teacher:1 tdnn:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher
+teacher_epochs=8
+spec_augment=false  # SpecAugment lowered every model's accuracy at these budgets (RESULTS.md)
 max_duration=100  # seconds of audio per batch
 temperature=2.0   # of the cached ensemble posteriors
-k=16              # pdfs kept per frame in the cache (0: dense fp16)
-student="dnn:student:7"  # arch:size:seed of the student (a teacher is ~6x its size)
+k=0               # pdfs kept per frame in the cache (0: dense fp16; top-k pays only for large pdf sets)
+student="tdnn:student:7"  # arch:size:seed of the student (a teacher is ~7.7x its size)
+student_epochs=12
 alpha=0.5         # weight of the soft-target term in the distillation loss
+small_fraction=0.03  # the paper's Table 5: students trained on 3% of the training data
+small_epochs=50
+small_alpha=0.9
+sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
+lm_order=3        # n-gram LM of the decoding graph, trained on the training transcripts
+acoustic_scale=0.1
 device=auto
 
 conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
@@ -55,6 +67,7 @@ fbank=$data/fbank
 lang=$data/lang
 ali=$data/ali
 mkdir -p "$exp/log"
+augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: synthesize synth_digits ($hours h, seed $seed)"
@@ -103,7 +116,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     asr-kd train --exp-dir "$exp/teacher-$i" --arch "$arch" --size "$size" --seed "$seed" \
       --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
       --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$teacher_epochs" \
-      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device"
+      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}"
     i=$((i + 1))
   done
 fi
@@ -114,37 +127,81 @@ teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
 }
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: cache the ensemble's soft targets (T=$temperature, k=$k)"
-  cache=$exp/cache-T$temperature
-  if [ ! -f "$cache/.done" ]; then
+  for t in $temperature $sweep_temperatures; do
+    cache=$exp/cache-T$t
+    [ -f "$cache/.done" ] && continue
+    log "Stage 5: cache the ensemble's soft targets (T=$t, k=$k) -> $cache"
     storage=(--storage topk --k "$k"); [ "$k" -eq 0 ] && storage=(--storage dense)
     # shellcheck disable=SC2046
     asr-kd cache --teachers $(teacher_ckpts) --cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-      --cache-dir "$cache" --temperature "$temperature" "${storage[@]}" --device "$device" \
+      --cache-dir "$cache" --temperature "$t" "${storage[@]}" --device "$device" \
       --log-file "$exp/log/cache.log"
     touch "$cache/.done"
-  fi
+  done
   log "Stage 5: frame accuracy of the teachers, their mean and the ensemble"
   # shellcheck disable=SC2046
   asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
     --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
 fi
 
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+# distill NAME ALPHA T EPOCHS FRACTION: one student of $student (alpha 0: hard labels only)
+distill() {
+  local name=$1 a=$2 t=$3 epochs=$4 fraction=$5 arch size seed
   IFS=: read -r arch size seed <<< "$student"
-  for run in hard kd; do
-    a=$alpha; [ $run = hard ] && a=0
-    log "Stage 6: student-$run ($arch, $size, seed $seed, alpha $a, T $temperature)"
-    # shellcheck disable=SC2046
-    asr-kd distill --exp-dir "$exp/student-$run" --arch "$arch" --size "$size" --seed "$seed" \
-      --alpha "$a" --temperature "$temperature" --cache-dir "$exp/cache-T$temperature" \
-      --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-      --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$teacher_epochs" \
-      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device"
+  log "Stage 6: $name ($arch, $size, seed $seed, alpha $a, T $t, $fraction of the data, $epochs epochs)"
+  # shellcheck disable=SC2046
+  asr-kd distill --exp-dir "$exp/$name" --arch "$arch" --size "$size" --seed "$seed" \
+    --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
+    --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
+    --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$epochs" \
+    --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}"
+}
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  distill student-hard 0 "$temperature" "$student_epochs" 1
+  distill student-kd "$alpha" "$temperature" "$student_epochs" 1
+  distill student-hard-small 0 "$temperature" "$small_epochs" "$small_fraction"
+  distill student-kd-small "$small_alpha" "$temperature" "$small_epochs" "$small_fraction"
+  for t in $sweep_temperatures; do
+    distill "student-kd-T$t" "$alpha" "$t" "$student_epochs" 1
   done
   asr-kd evaluate --models "$exp/student-hard/best-valid-acc.pt" "$exp/student-kd/best-valid-acc.pt" \
     --device "$device" --json "$exp/students.json" \
     --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  # decode NAME ROLE CHECKPOINT...: WER and frame accuracy on the test split -> $exp/decode/
+  decode() {
+    local name=$1 role=$2; shift 2
+    asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$ali/synth_digits_cuts_test.jsonl.gz" \
+      --lang-dir "$lang" --pdf-counts "$exp/align/pdf_counts.txt" --lm-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
+      --lm-order "$lm_order" --acoustic-scale "$acoustic_scale" --output-dir "$exp/decode" --nj "$nj" \
+      --device "$device" --log-file "$exp/log/decode.log"
+  }
+  log "Stage 7: decode every model on the test split"
+  i=0
+  for _ in $teachers; do decode "teacher-$i" teacher "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
+  # shellcheck disable=SC2046
+  decode ensemble ensemble $(teacher_ckpts)
+  decode student-hard student_hard "$exp/student-hard/best-valid-acc.pt"
+  decode student-kd student_kd "$exp/student-kd/best-valid-acc.pt"
+  decode student-hard-small student_hard_3pct "$exp/student-hard-small/best-valid-acc.pt"
+  decode student-kd-small student_kd_3pct "$exp/student-kd-small/best-valid-acc.pt"
+  for t in $sweep_temperatures; do
+    decode "student-kd-T$t" student_kd_sweep "$exp/student-kd-T$t/best-valid-acc.pt"
+  done
+  log "Stage 7: the results table -> $exp/results.json, $exp/RESULTS.md"
+  cat > "$exp/recipe_config.json.tmp" <<JSON
+{"recipe": "synth_digits", "hours": $hours, "seed": $seed, "teachers": "$teachers",
+ "teacher_epochs": $teacher_epochs, "spec_augment": $spec_augment, "max_duration": $max_duration,
+ "temperature": $temperature, "k": $k, "student": "$student", "student_epochs": $student_epochs,
+ "alpha": $alpha, "small_fraction": $small_fraction, "small_epochs": $small_epochs,
+ "small_alpha": $small_alpha, "sweep_temperatures": "$sweep_temperatures", "lm_order": $lm_order,
+ "acoustic_scale": $acoustic_scale}
+JSON
+  mv "$exp/recipe_config.json.tmp" "$exp/recipe_config.json"
+  asr-kd report "$exp"
 fi
 
 log "Done (stages $stage..$stop_stage)."

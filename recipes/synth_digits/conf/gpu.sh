@@ -4,5 +4,7 @@ hours=100
 nj=16
 teachers="conformer:teacher-xl:1 tdnn:teacher-xl:2 blstm:teacher-xl:3 dnn:teacher-xl:4"
 teacher_epochs=20
+student="tdnn:student-xl:7"
+student_epochs=20
 max_duration=1000
 device=cuda
