@@ -9,6 +9,15 @@ Usage::
     asr-kd lang --lexicon data/manifests/synth_digits_lexicon.txt --lang-dir data/lang
     asr-kd align --corpus synth_digits --lang-dir data/lang --exp-dir exp/synth_digits/align --nj 2
     asr-kd align-report data/ali/synth_digits_cuts_test.jsonl.gz --lang-dir data/lang
+    asr-kd train --exp-dir exp/synth_digits/teacher-0 --arch tdnn --size teacher
+    asr-kd cache --teachers exp/synth_digits/teacher-*/best-valid-acc.pt --cache-dir exp/synth_digits/cache-T2.0 \
+        --cuts data/ali/synth_digits_cuts_train.jsonl.gz --temperature 2 --storage dense
+    asr-kd distill --exp-dir exp/synth_digits/student-kd --arch tdnn --size student \
+        --cache-dir exp/synth_digits/cache-T2.0 --temperature 2 --alpha 0.5
+    asr-kd decode --models exp/synth_digits/student-kd/best-valid-acc.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
+        --pdf-counts exp/synth_digits/align/pdf_counts.txt --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz \
+        --output-dir exp/synth_digits/decode --name student-kd --role student_kd
+    asr-kd report exp/synth_digits
     asr-kd stats --manifest-dir data/manifests --corpus synth_digits
 
 Every subcommand only parses its arguments and calls one library function; ``asr-kd <cmd> --help``
@@ -27,8 +36,8 @@ from asr_kd.utils import setup_logging
 #: command name -> (add its parser, run it), in pipeline order
 COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS, **decode.COMMANDS, **report.COMMANDS}
 ORDER = (
-    "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate", "decode", "report",
-    "stats",
+    "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate",
+    "decode", "report", "stats",
 )  # fmt: skip
 
 

@@ -256,7 +256,12 @@ def _size_ratio(teacher_params: float | None, params: float | None) -> str:
 
 
 def _arch(r: dict) -> str:
-    return " / ".join(str(r[k]) for k in ("arch", "size") if r.get(k)) or "n/a"
+    """``tdnn / teacher``; for an ensemble ``3 x tdnn / teacher`` or ``tdnn / teacher + dnn / teacher``."""
+    arch, size = r.get("arch"), r.get("size")
+    if isinstance(arch, list) and isinstance(size, list) and len(arch) == len(size):
+        members = [f"{a} / {s}" for a, s in zip(arch, size)]
+        return f"{len(members)} x {members[0]}" if len(set(members)) == 1 else " + ".join(members)
+    return " / ".join(str(x) for x in (arch, size) if x) or "n/a"
 
 
 def _label(r: dict) -> str:
@@ -266,7 +271,7 @@ def _label(r: dict) -> str:
     if role == "mean_teacher":
         return f"mean of {len(r['members'])} teachers"
     if role == "ensemble":
-        return f"ensemble of {len(r['models'])} ({r['name']})" if r.get("models") else f"ensemble ({r['name']})"
+        return f"ensemble of {len(r['models'])} teachers" if r.get("models") else f"ensemble ({r['name']})"
     if role == "student_hard":
         return f"student, hard labels ({r['name']})"
     if role == "student_kd":
@@ -326,6 +331,10 @@ def render_markdown(results: dict, title: str = "results") -> str:
     others = [r for r in models if r["role"] not in KNOWN_ROLES]
     if others:
         out += ["", "## Other models", ""] + _model_table(others, teacher_params)
+    scales = [f"{r['name']} {r['decode_config']['tuning']['best']:g}" for r in models
+              if isinstance(r.get("decode_config"), dict) and isinstance(r["decode_config"].get("tuning"), dict)]
+    if scales:
+        out += ["", "Acoustic scale of each model, tuned on the development cuts: " + ", ".join(scales) + "."]
     speeds = [f"{r['name']} {r['rtf']:.4f}" for r in models if r.get("rtf") is not None]
     if speeds:
         out += ["", "## Decoding speed", "", "Real-time factor per CPU core of the search (search seconds x "

@@ -86,7 +86,7 @@ def test_results_json_and_markdown(exp_dir):
     assert "| student, distilled T=2 (student-kd) | dnn / student | 1.00M | 4.0x smaller | 54.00 | 9.00 (54/9/27) " \
         "| 80.0% (frame acc), 80.0% (WER) |" in md
     assert "| mean of 3 teachers | n/a | 4.00M | 1.0x | 53.00 | 11.00 (66.0/11.0/33.0) |" in md
-    assert "| ensemble of 3 (ensemble) | dnn / teacher | 12.00M | 3.0x larger | 55.00 |" in md
+    assert "| ensemble of 3 teachers | dnn / teacher | 12.00M | 3.0x larger | 55.00 |" in md
     assert "| student-hard-3pct | hard | 3 | 30.00 | 40.00 |" in md
     assert "| student-hard | hard | 100 * | 50.00 | 13.00 |" in md
     assert "| 2 | student-kd | 0.5 | 54.00 | 9.00 |" in md
@@ -168,3 +168,11 @@ def test_duplicate_roles_warn_and_duplicate_names_fail(tmp_path, caplog):
     (tmp_path / "decode" / "result-copy.json").write_text(json.dumps(records[0]))
     with pytest.raises(ValueError, match=r"result-teacher-0\.json: field `name` 'teacher-0' is also the name in"):
         load_records(tmp_path / "decode")
+
+
+def test_ensemble_members_are_summarised() -> None:
+    from asr_kd.report import _arch
+
+    assert _arch({"arch": ["tdnn"] * 3, "size": ["teacher"] * 3}) == "3 x tdnn / teacher"
+    assert _arch({"arch": ["dnn", "tdnn"], "size": ["teacher", "teacher"]}) == "dnn / teacher + tdnn / teacher"
+    assert _arch({"arch": "tdnn", "size": "student"}) == "tdnn / student"

@@ -42,7 +42,13 @@ def _add(sub) -> None:
     p.add_argument("--name", default=None,
                    help="name in the output files (default: the checkpoint's directory, or 'ensemble')")  # fmt: skip
     p.add_argument("--role", default=None, help="teacher, ensemble, student_hard, student_kd, ... (as given)")
-    p.add_argument("--acoustic-scale", type=float, default=0.1, help="multiplies the hybrid log-likelihoods")
+    p.add_argument("--acoustic-scale", type=float, default=0.1,
+                   help="multiplies the hybrid log-likelihoods (unused with --tune-cuts)")
+    p.add_argument("--tune-cuts", type=Path, default=None,
+                   help="a development CutSet: decode it at each --tune-scales and use the scale of lowest WER "
+                   "(never the test set)")
+    p.add_argument("--tune-scales", type=float, nargs="+", default=None,
+                   help="acoustic scales tried with --tune-cuts (default 0.05 0.1 0.15 0.2 0.3 0.5 0.7 1.0)")
     p.add_argument("--beam", type=float, default=13.0, help="search beam, scaled log units")
     p.add_argument("--max-active", type=int, default=7000, help="most active states per frame")
     p.add_argument("--nj", type=int, default=1, help="decoding processes")
@@ -59,9 +65,12 @@ def _run(args) -> None:
         args.models, args.cuts, args.lang_dir, args.output_dir, args.name or default_name(args.models),
         role=args.role, pdf_counts=args.pdf_counts, lm_cuts=args.lm_cuts, lm_order=args.lm_order,
         acoustic_scale=args.acoustic_scale, beam=args.beam, max_active=args.max_active, num_jobs=args.nj,
-        device=args.device, batch_size=args.batch_size, force=args.force,
+        device=args.device, batch_size=args.batch_size, force=args.force, tune_cuts=args.tune_cuts,
+        **({"tune_scales": args.tune_scales} if args.tune_scales else {}),
     )  # fmt: skip
-    print(summary_line(result))
+    tuning = result["decode_config"].get("tuning")
+    scale = f", acoustic scale {tuning['best']:g} (tuned)" if tuning else ""
+    print(summary_line(result) + scale)
 
 
 COMMANDS = {"decode": (_add, _run)}

@@ -133,7 +133,8 @@ class _Scorer:
     """Forward passes, frame accuracy and the search, over batches of cuts."""
 
     def __init__(self, models, device, log_priors: np.ndarray, graph_path: Path, words: list[str], search: dict,
-                 num_jobs: int):  # fmt: skip
+                 num_jobs: int, auto_flush: bool = True):  # fmt: skip
+        self.auto_flush = auto_flush  # False: keep every utterance's log-likelihoods (acoustic-scale tuning)
         self.models, self.device, self.log_priors, self.words = models, device, log_priors, words
         self.graph_path, self.search, self.num_jobs = graph_path, search, num_jobs
         self.correct = self.labelled = self.frames = 0
@@ -180,7 +181,7 @@ class _Scorer:
             self.audio_seconds += float(cut.duration)
             self._pending.append((cut.id, reference_text(cut), hybrid_loglikes(log_post[i, :n], self.log_priors)))
         self.forward_seconds += time.perf_counter() - start
-        if sum(ll.size for _, _, ll in self._pending) > MAX_PENDING_VALUES:
+        if self.auto_flush and sum(ll.size for _, _, ll in self._pending) > MAX_PENDING_VALUES:
             self.flush()
 
     def flush(self) -> None:
@@ -193,6 +194,36 @@ class _Scorer:
         for (cut_id, ref, _), word_ids in zip(self._pending, hyps, strict=True):
             self.results[cut_id] = (ref, " ".join(self.words[w] for w in word_ids))
         self._pending = []
+
+
+#: acoustic scales tried by default when tuning on a development set (Kaldi scores LM weights 7-17: 1/17-1/7)
+DEFAULT_TUNE_SCALES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], batch_size: int, name: str) -> dict:
+    """Decode ``cuts`` at every scale of ``scales``; the one of lowest WER (the smallest on ties).
+
+    Returns ``{"best": scale, "wer_by_scale": {str(scale): wer}, "cuts": number of cuts}``. The forward
+    pass runs once; the log-likelihoods of the whole tuning set are held in memory (a dev-sized set).
+    """
+    from asr_kd.decode.scoring import compute_wer
+
+    if not scales:
+        raise ValueError("acoustic-scale tuning needs at least one scale")
+    for b in tqdm(range(0, len(cuts), batch_size), desc=f"tune {name}", unit="batch"):
+        scorer.forward(cuts[b : b + batch_size])
+    pending, scorer._pending = scorer._pending, []
+    if not pending:
+        raise ValueError("no cut of the tuning set could be loaded")
+    wer_by_scale = {}
+    for scale in sorted(scales):
+        search = {**scorer.search, "acoustic_scale": scale}
+        hyps = decode_batch(scorer.graph_path, [ll for _, _, ll in pending], num_jobs=scorer.num_jobs, **search)
+        results = {u: (ref, " ".join(scorer.words[w] for w in h)) for (u, ref, _), h in zip(pending, hyps, strict=True)}
+        wer_by_scale[f"{scale:g}"] = compute_wer(results).wer
+        logging.info(f"{name}: acoustic scale {scale:g}: WER {100 * wer_by_scale[f'{scale:g}']:.2f}% on the tuning set")
+    best = min(sorted(scales), key=lambda s: wer_by_scale[f"{s:g}"])
+    return {"best": best, "wer_by_scale": wer_by_scale, "cuts": len(pending)}
 
 
 def summary_line(result: dict) -> str:
@@ -213,7 +244,7 @@ def _reusable(path: Path, expected: dict) -> dict | None:
         return None
 
     def settings(record: dict) -> dict:
-        return {k: v for k, v in (record.get("decode_config") or {}).items() if k != "num_jobs"}
+        return {k: v for k, v in (record.get("decode_config") or {}).items() if k not in ("num_jobs", "tuning")}
 
     same = all(old.get(k) == expected[k] for k in _MATCH_KEYS) and settings(old) == settings(expected)
     return old if same and set(old) == set(RESULT_KEYS) else None
@@ -237,6 +268,8 @@ def decode_cuts(
     batch_size: int = 32,
     prior_floor: float = DEFAULT_PRIOR_FLOOR,
     force: bool = False,
+    tune_cuts: Path | str | None = None,
+    tune_scales: Sequence[float] = DEFAULT_TUNE_SCALES,
 ) -> dict:
     """Decode every cut of ``cuts_path`` with one model or an ensemble; score WER and frame accuracy.
 
@@ -256,6 +289,10 @@ def decode_cuts(
         batch_size: cuts per forward pass.
         prior_floor: smallest prior probability.
         force: decode even if a matching ``result-<name>.json`` exists.
+        tune_cuts: a development CutSet: decode it at each of ``tune_scales`` and decode ``cuts_path``
+            at the scale of lowest WER (``acoustic_scale`` is then unused); the choice and every WER are
+            in ``decode_config["tuning"]``. Never tune on the test set itself.
+        tune_scales: the acoustic scales tried.
 
     Returns:
         The record written to ``result-<name>.json`` (keys ``RESULT_KEYS``; WER and frame accuracy as
@@ -272,10 +309,13 @@ def decode_cuts(
     result_path = output_dir / f"result-{name}.json"
     graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order)
     member_info, checkpoints = _member_info(paths)
-    decode_config = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active,
+    tuned = tune_cuts is not None
+    decode_config = {"acoustic_scale": "tuned" if tuned else acoustic_scale, "beam": beam, "max_active": max_active,
                      "lm_order": graph_info.get("lm_order", lm_order), "num_jobs": num_jobs, "prior_floor": prior_floor,
                      "lang_dir": str(lang_dir), "pdf_counts": str(pdf_counts),
                      "lm_transcripts_sha256": graph_info.get("transcripts_sha256")}  # fmt: skip
+    if tuned:
+        decode_config.update(tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])
     expected = {"name": name, "role": role, "test_set": str(cuts_path), "decode_config": decode_config, **member_info}
     old = None if force else _reusable(result_path, expected)
     if old is not None:
@@ -293,6 +333,12 @@ def decode_cuts(
     search = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active}
     scorer = _Scorer(loaded, dev, compute_log_priors(counts, prior_floor), graph_path, lang.word_symbols, search,
                      num_jobs)
+    if tuned:
+        tuner = _Scorer(loaded, dev, scorer.log_priors, graph_path, lang.word_symbols, search, num_jobs, auto_flush=False)
+        tuning = tune_acoustic_scale(tuner, list(CutSet.from_file(tune_cuts)), tune_scales, batch_size, name)
+        scorer.search["acoustic_scale"] = tuning["best"]
+        decode_config["tuning"] = tuning
+        logging.info(f"{name}: acoustic scale {tuning['best']:g} (lowest WER on {tune_cuts})")
     cuts = list(CutSet.from_file(cuts_path))
     for b in tqdm(range(0, len(cuts), batch_size), desc=f"decode {name}", unit="batch"):
         scorer.forward(cuts[b : b + batch_size])

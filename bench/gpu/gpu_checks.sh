@@ -2,9 +2,7 @@
 # GPU checks: training throughput of every architecture in fp32 and bf16 (bench/bench_train.py), and the
 # batched CUDA fbank path against the per-cut CPU path on a small synth_digits corpus. Figures under $OUT.
 set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+. "$(dirname "$0")/setup.sh"
 for prec in fp32 bf16; do
   flag=(); [ $prec = bf16 ] && flag=(--bf16)
   timeout 120 python3 bench/bench_train.py --device cuda "${flag[@]}" --sizes student teacher student-xl teacher-xl \

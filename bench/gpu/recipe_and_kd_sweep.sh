@@ -3,11 +3,7 @@
 # 0-4 on the GPU, then recipes/synth_digits/local/kd_sweep.sh. Figures go to $OUT (device tool) or ./gpu_out.
 # Run from the repository root, after ../shared/gpu/fetch-wheels.sh, carrying .whl.
 set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m asr_kd.cli "$@"\n' > /tmp/bin/asr-kd && chmod +x /tmp/bin/asr-kd
-export PATH=/tmp/bin:$PATH
+. "$(dirname "$0")/setup.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 timeout ${RECIPE_TIMEOUT:-330} recipes/synth_digits/run.sh --nj 16 --device cuda --stop-stage 4 > "$OUT/recipe.log" 2>&1

@@ -2,11 +2,7 @@
 # Third GPU sweep: the synth_digits recipe's stages 0-3, a teacher set trained without SpecAugment, then
 # recipes/synth_digits/local/kd_sweep.sh for each student architecture (hard vs soft, T, alpha, 3% data).
 set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m asr_kd.cli "$@"\n' > /tmp/bin/asr-kd && chmod +x /tmp/bin/asr-kd
-export PATH=/tmp/bin:$PATH
+. "$(dirname "$0")/setup.sh"
 t0=$(date +%s)
 recipes/synth_digits/run.sh --nj 16 --device cuda --stop-stage 3 > "$OUT/recipe.log" 2>&1
 echo "stages 0-3: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/timing.txt"
@@ -25,11 +21,15 @@ wait
 echo "teachers: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/timing.txt"
 asr-kd evaluate --models $exp/teacher-*/best-valid-acc.pt --device cuda --json "$OUT/teachers.json" \
   --cuts $ali/synth_digits_cuts_dev.jsonl.gz $ali/synth_digits_cuts_test.jsonl.gz 2>/dev/null | tee "$OUT/teachers.txt"
-for student in ${STUDENTS:-tdnn:student:7}; do
-  tag=sweep-${student%%:*}; t2=$(date +%s)
+run_student() {
+  local student=$1 tag=sweep-${1%%:*}-$(echo "$1" | cut -d: -f2) t2=$(date +%s)
   timeout ${SWEEP_TIMEOUT:-200} recipes/synth_digits/local/kd_sweep.sh --exp "$exp" --tag "$tag" --device cuda \
     --parallel 8 --num-workers 2 --student "$student" --teachers "$TEACHERS" --runs "$RUNS" > "$OUT/$tag.log" 2>&1
   echo "$tag: rc $? in $(( $(date +%s) - t2 )) s" | tee -a "$OUT/timing.txt"
   cp "$exp/$tag/students.json" "$OUT/students-$tag.json" 2>/dev/null
-  grep -A30 "cuts_test.jsonl.gz:" "$OUT/$tag.log" | grep "%"
+}
+for student in ${STUDENTS:-tdnn:student:7}; do  # concurrently: the GPU is far from busy with these models
+  run_student "$student" &
 done
+wait
+for f in "$OUT"/sweep-*.log; do echo "== $f"; grep -A30 "cuts_test.jsonl.gz:" "$f" | grep "%"; done

@@ -3,11 +3,7 @@
 # recipe's stages 0-3, then teacher sets trained with different epochs / SpecAugment, each set's
 # ensemble evaluated, then recipes/synth_digits/local/kd_sweep.sh on each set. Results under $OUT.
 set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m asr_kd.cli "$@"\n' > /tmp/bin/asr-kd && chmod +x /tmp/bin/asr-kd
-export PATH=/tmp/bin:$PATH
+. "$(dirname "$0")/setup.sh"
 t0=$(date +%s)
 recipes/synth_digits/run.sh --nj 16 --device cuda --stop-stage 3 > "$OUT/recipe.log" 2>&1
 echo "stages 0-3: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/timing.txt"

@@ -53,7 +53,8 @@ small_epochs=50
 small_alpha=0.9
 sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
 lm_order=3        # n-gram LM of the decoding graph, trained on the training transcripts
-acoustic_scale=0.1
+acoustic_scale=tune  # "tune": the scale of lowest dev WER per model (asr-kd decode --tune-cuts); or a number
+num_workers=0     # DataLoader workers; on 2 CPU cores loading in the training process is fastest
 device=auto
 
 conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
@@ -116,7 +117,8 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     asr-kd train --exp-dir "$exp/teacher-$i" --arch "$arch" --size "$size" --seed "$seed" \
       --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
       --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$teacher_epochs" \
-      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}"
+      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}" \
+      --num-workers "$num_workers"
     i=$((i + 1))
   done
 fi
@@ -154,7 +156,8 @@ distill() {
     --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
     --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
     --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$epochs" \
-    --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}"
+    --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}" \
+    --num-workers "$num_workers"
 }
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -172,11 +175,13 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   # decode NAME ROLE CHECKPOINT...: WER and frame accuracy on the test split -> $exp/decode/
+  scale=(--tune-cuts "$ali/synth_digits_cuts_dev.jsonl.gz")
+  [ "$acoustic_scale" = tune ] || scale=(--acoustic-scale "$acoustic_scale")
   decode() {
     local name=$1 role=$2; shift 2
     asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$ali/synth_digits_cuts_test.jsonl.gz" \
       --lang-dir "$lang" --pdf-counts "$exp/align/pdf_counts.txt" --lm-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-      --lm-order "$lm_order" --acoustic-scale "$acoustic_scale" --output-dir "$exp/decode" --nj "$nj" \
+      --lm-order "$lm_order" "${scale[@]}" --output-dir "$exp/decode" --nj "$nj" \
       --device "$device" --log-file "$exp/log/decode.log"
   }
   log "Stage 7: decode every model on the test split"
@@ -198,7 +203,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
  "temperature": $temperature, "k": $k, "student": "$student", "student_epochs": $student_epochs,
  "alpha": $alpha, "small_fraction": $small_fraction, "small_epochs": $small_epochs,
  "small_alpha": $small_alpha, "sweep_temperatures": "$sweep_temperatures", "lm_order": $lm_order,
- "acoustic_scale": $acoustic_scale}
+ "acoustic_scale": "$acoustic_scale", "num_workers": $num_workers}
 JSON
   mv "$exp/recipe_config.json.tmp" "$exp/recipe_config.json"
   asr-kd report "$exp"

@@ -170,6 +170,23 @@ def test_ensemble_averages_posteriors_and_sums_params(setup) -> None:
     assert len(strong_exact["models"]) == len(strong_exact["checkpoint_sha256"]) == 2
 
 
+def test_acoustic_scale_tuned_on_a_development_set(setup) -> None:
+    """At scale 0.1 the LM outvotes the ensemble (WER 0.2, as above); tuning on dev cuts picks 1.0 (WER 0)."""
+    at_01 = run(setup, ["exact", "swapped-weak"], "test", "ens-01", acoustic_scale=0.1)
+    tuned = run(setup, ["exact", "swapped-weak"], "test", "ens-tuned", tune_cuts=setup["tmp"] / "test.jsonl.gz",
+                tune_scales=(1.0, 0.1))  # fmt: skip
+    assert at_01["wer"] > 0.0
+    tuning = tuned["decode_config"]["tuning"]
+    assert tuning["wer_by_scale"] == {"0.1": pytest.approx(at_01["wer"]), "1": 0.0}
+    assert tuning["best"] == 1.0 and tuned["wer"] == 0.0 and tuned["decode_config"]["acoustic_scale"] == "tuned"
+    # ties go to the smallest scale; a rerun with the same tuning settings reuses the record
+    exact = run(setup, ["exact"], "test", "exact-tuned", tune_cuts=setup["tmp"] / "test.jsonl.gz", tune_scales=(0.5, 1.0))
+    assert exact["decode_config"]["tuning"]["best"] == 0.5
+    mtime = (setup["tmp"] / "decode" / "result-exact-tuned.json").stat().st_mtime_ns
+    run(setup, ["exact"], "test", "exact-tuned", tune_cuts=setup["tmp"] / "test.jsonl.gz", tune_scales=(0.5, 1.0))
+    assert (setup["tmp"] / "decode" / "result-exact-tuned.json").stat().st_mtime_ns == mtime
+
+
 def test_unlabelled_cuts_score_wer_and_unreadable_cuts_are_skipped(setup) -> None:
     result = run(setup, ["exact"], "mixed", "mixed")
     assert result["frame_acc"] is None

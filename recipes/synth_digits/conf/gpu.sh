@@ -8,3 +8,4 @@ student="tdnn:student-xl:7"
 student_epochs=20
 max_duration=1000
 device=cuda
+num_workers=8
