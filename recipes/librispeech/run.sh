@@ -14,8 +14,12 @@
 #   2  lang      phones, words, HMM topology, pdf ids -> data/lang_librispeech/
 #   3  align     flat-start monophone GMM-HMM (trained on $train_split) -> data/ali/librispeech_cuts_*
 #   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/librispeech/teacher-<i>/
-#   5  cache     ensemble posteriors at temperature $temperature, top-$k -> exp/librispeech/cache-T<T>/;
-#                frame accuracy of the teachers, their mean and the ensemble -> exp/librispeech/teachers.json
+#   5  cache     ensemble posteriors at temperature $temperature (and $sweep_temperatures), top-$k ->
+#                exp/librispeech/cache-T<T>/; frame accuracy of the teachers, their mean and the ensemble
+#   6  distill   hard-label and distilled students, both also on $small_fraction of the data, and the T sweep
+#   7  decode    every model on $test_split (WER, frame accuracy), asr-kd report -> exp/librispeech/RESULTS.md
+#   (stages 4-7 are recipes/shared/kd_stages.sh, as in recipes/synth_digits/run.sh; only stages 0-3 are
+#   tested, on a miniature corpus)
 #
 # Expected input tree (what stage 0 downloads):
 #   $dl_dir/LibriSpeech/{train-clean-5,dev-clean-2}/<speaker>/<chapter>/*.flac, *.trans.txt
@@ -30,11 +34,26 @@ dataset_parts=mini_librispeech
 train_split=train-clean-5              # the part the aligner (and later the models) train on
 splits="train-clean-5 dev-clean-2"     # the parts to align
 valid_split=dev-clean-2                # validation part of the models
+test_split=dev-clean-2                 # decoded in stage 7 (mini LibriSpeech has no test part)
+tune_split=""                          # dev part for the acoustic scale; "" keeps $acoustic_scale fixed
 teachers="tdnn:teacher:1 conformer:teacher:2 dnn:teacher:3"   # arch:size:seed of each teacher
 teacher_epochs=10
+spec_augment=true
 max_duration=200
+lr=1e-3
+warmup_steps=200
+num_workers=2
 temperature=2.0
-k=16
+k=16              # top-k soft targets (0: dense)
+student="tdnn:student:7"
+student_epochs=10
+alpha=0.5
+small_fraction=0.03
+small_epochs=50
+small_alpha=0.9
+sweep_temperatures="1 4"
+lm_order=3
+acoustic_scale=0.1  # a number, or "tune" with --tune-split (e.g. --test-split test-clean --tune-split dev-clean)
 device=auto
 data=data
 exp=exp/librispeech
@@ -97,38 +116,12 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   fi
 fi
 
-teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
-  local i=0 spec
-  for spec in $teachers; do echo "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
-}
-
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  i=0
-  for spec in $teachers; do
-    IFS=: read -r arch size seed <<< "$spec"
-    log "Stage 4: teacher-$i ($arch, $size, seed $seed)"
-    asr-kd train --exp-dir "$exp/teacher-$i" --arch "$arch" --size "$size" --seed "$seed" \
-      --lang-dir "$lang" --train-cuts "$ali/librispeech_cuts_$train_split.jsonl.gz" \
-      --valid-cuts "$ali/librispeech_cuts_$valid_split.jsonl.gz" --num-epochs "$teacher_epochs" \
-      --max-duration "$max_duration" --device "$device"
-    i=$((i + 1))
-  done
-fi
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: cache the ensemble's soft targets (T=$temperature, k=$k)"
-  cache=$exp/cache-T$temperature
-  if [ ! -f "$cache/.done" ]; then
-    storage=(--storage topk --k "$k"); [ "$k" -eq 0 ] && storage=(--storage dense)
-    # shellcheck disable=SC2046
-    asr-kd cache --teachers $(teacher_ckpts) --cuts "$ali/librispeech_cuts_$train_split.jsonl.gz" \
-      --cache-dir "$cache" --temperature "$temperature" "${storage[@]}" --device "$device" \
-      --log-file "$exp/log/cache.log"
-    touch "$cache/.done"
-  fi
-  # shellcheck disable=SC2046
-  asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
-    --cuts "$ali/librispeech_cuts_$valid_split.jsonl.gz"
-fi
+# stages 4-7: teachers, cache, students, decoding and the report (shared with the other recipes)
+train_cuts=$ali/librispeech_cuts_$train_split.jsonl.gz
+valid_cuts=$ali/librispeech_cuts_$valid_split.jsonl.gz
+test_cuts=$ali/librispeech_cuts_$test_split.jsonl.gz
+tune_cuts=""; [ -n "$tune_split" ] && tune_cuts=$ali/librispeech_cuts_$tune_split.jsonl.gz
+recipe_config="{\"name\": \"librispeech\", \"dataset_parts\": \"$dataset_parts\", \"train_split\": \"$train_split\"}"
+. recipes/shared/kd_stages.sh
 
 log "Done (stages $stage..$stop_stage)."

@@ -43,6 +43,8 @@ teachers="tdnn:teacher:1 tdnn:teacher:2 tdnn:teacher:3"   # arch:size:seed of ea
 teacher_epochs=8
 spec_augment=false  # SpecAugment lowered every model's accuracy at these budgets (RESULTS.md)
 max_duration=100  # seconds of audio per batch
+lr=2e-3           # AdamW peak learning rate of every model
+warmup_steps=40
 temperature=2.0   # of the cached ensemble posteriors
 k=0               # pdfs kept per frame in the cache (0: dense fp16; top-k pays only for large pdf sets)
 student="tdnn:student:7"  # arch:size:seed of the student (a teacher is ~7.7x its size)
@@ -68,7 +70,6 @@ fbank=$data/fbank
 lang=$data/lang
 ali=$data/ali
 mkdir -p "$exp/log"
-augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: synthesize synth_digits ($hours h, seed $seed)"
@@ -108,105 +109,12 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   cat "$exp/align/report.txt"
 fi
 
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  i=0
-  for spec in $teachers; do
-    IFS=: read -r arch size seed <<< "$spec"
-    log "Stage 4: teacher-$i ($arch, $size, seed $seed)"
-    # resumes an interrupted run; returns at once when exp/.../done exists
-    asr-kd train --exp-dir "$exp/teacher-$i" --arch "$arch" --size "$size" --seed "$seed" \
-      --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-      --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$teacher_epochs" \
-      --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}" \
-      --num-workers "$num_workers"
-    i=$((i + 1))
-  done
-fi
-
-teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
-  local i=0 spec
-  for spec in $teachers; do echo "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
-}
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  for t in $temperature $sweep_temperatures; do
-    cache=$exp/cache-T$t
-    [ -f "$cache/.done" ] && continue
-    log "Stage 5: cache the ensemble's soft targets (T=$t, k=$k) -> $cache"
-    storage=(--storage topk --k "$k"); [ "$k" -eq 0 ] && storage=(--storage dense)
-    # shellcheck disable=SC2046
-    asr-kd cache --teachers $(teacher_ckpts) --cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-      --cache-dir "$cache" --temperature "$t" "${storage[@]}" --device "$device" \
-      --log-file "$exp/log/cache.log"
-    touch "$cache/.done"
-  done
-  log "Stage 5: frame accuracy of the teachers, their mean and the ensemble"
-  # shellcheck disable=SC2046
-  asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
-    --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
-fi
-
-# distill NAME ALPHA T EPOCHS FRACTION: one student of $student (alpha 0: hard labels only)
-distill() {
-  local name=$1 a=$2 t=$3 epochs=$4 fraction=$5 arch size seed
-  IFS=: read -r arch size seed <<< "$student"
-  log "Stage 6: $name ($arch, $size, seed $seed, alpha $a, T $t, $fraction of the data, $epochs epochs)"
-  # shellcheck disable=SC2046
-  asr-kd distill --exp-dir "$exp/$name" --arch "$arch" --size "$size" --seed "$seed" \
-    --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
-    --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-    --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" --num-epochs "$epochs" \
-    --max-duration "$max_duration" --lr 2e-3 --warmup-steps 40 --device "$device" "${augment[@]}" \
-    --num-workers "$num_workers"
-}
-
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  distill student-hard 0 "$temperature" "$student_epochs" 1
-  distill student-kd "$alpha" "$temperature" "$student_epochs" 1
-  distill student-hard-small 0 "$temperature" "$small_epochs" "$small_fraction"
-  distill student-kd-small "$small_alpha" "$temperature" "$small_epochs" "$small_fraction"
-  for t in $sweep_temperatures; do
-    distill "student-kd-T$t" "$alpha" "$t" "$student_epochs" 1
-  done
-  asr-kd evaluate --models "$exp/student-hard/best-valid-acc.pt" "$exp/student-kd/best-valid-acc.pt" \
-    --device "$device" --json "$exp/students.json" \
-    --cuts "$ali/synth_digits_cuts_dev.jsonl.gz" "$ali/synth_digits_cuts_test.jsonl.gz"
-fi
-
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  # decode NAME ROLE CHECKPOINT...: WER and frame accuracy on the test split -> $exp/decode/
-  scale=(--tune-cuts "$ali/synth_digits_cuts_dev.jsonl.gz")
-  [ "$acoustic_scale" = tune ] || scale=(--acoustic-scale "$acoustic_scale")
-  decode() {
-    local name=$1 role=$2; shift 2
-    asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$ali/synth_digits_cuts_test.jsonl.gz" \
-      --lang-dir "$lang" --pdf-counts "$exp/align/pdf_counts.txt" --lm-cuts "$ali/synth_digits_cuts_train.jsonl.gz" \
-      --lm-order "$lm_order" "${scale[@]}" --output-dir "$exp/decode" --nj "$nj" \
-      --device "$device" --log-file "$exp/log/decode.log"
-  }
-  log "Stage 7: decode every model on the test split"
-  i=0
-  for _ in $teachers; do decode "teacher-$i" teacher "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
-  # shellcheck disable=SC2046
-  decode ensemble ensemble $(teacher_ckpts)
-  decode student-hard student_hard "$exp/student-hard/best-valid-acc.pt"
-  decode student-kd student_kd "$exp/student-kd/best-valid-acc.pt"
-  decode student-hard-small student_hard_3pct "$exp/student-hard-small/best-valid-acc.pt"
-  decode student-kd-small student_kd_3pct "$exp/student-kd-small/best-valid-acc.pt"
-  for t in $sweep_temperatures; do
-    decode "student-kd-T$t" student_kd_sweep "$exp/student-kd-T$t/best-valid-acc.pt"
-  done
-  log "Stage 7: the results table -> $exp/results.json, $exp/RESULTS.md"
-  cat > "$exp/recipe_config.json.tmp" <<JSON
-{"recipe": "synth_digits", "hours": $hours, "seed": $seed, "teachers": "$teachers",
- "teacher_epochs": $teacher_epochs, "spec_augment": $spec_augment, "max_duration": $max_duration,
- "temperature": $temperature, "k": $k, "student": "$student", "student_epochs": $student_epochs,
- "alpha": $alpha, "small_fraction": $small_fraction, "small_epochs": $small_epochs,
- "small_alpha": $small_alpha, "sweep_temperatures": "$sweep_temperatures", "lm_order": $lm_order,
- "acoustic_scale": "$acoustic_scale", "num_workers": $num_workers}
-JSON
-  mv "$exp/recipe_config.json.tmp" "$exp/recipe_config.json"
-  asr-kd report "$exp"
-fi
+# stages 4-7: teachers, cache, students, decoding and the report
+train_cuts=$ali/synth_digits_cuts_train.jsonl.gz
+valid_cuts=$ali/synth_digits_cuts_dev.jsonl.gz
+test_cuts=$ali/synth_digits_cuts_test.jsonl.gz
+tune_cuts=$valid_cuts
+recipe_config="{\"name\": \"synth_digits\", \"hours\": $hours, \"seed\": $seed, \"nj\": $nj}"
+. recipes/shared/kd_stages.sh
 
 log "Done (stages $stage..$stop_stage)."
