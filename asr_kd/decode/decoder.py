@@ -114,6 +114,11 @@ def _decode_chunk(graph_path: str, loglikes_list: list[np.ndarray], beam: float,
     """Worker: decode a chunk of utterances over the graph file (read once per process)."""
     import kaldifst
 
+    if not logging.getLogger().handlers:  # a spawned worker: log in the project's format
+        from asr_kd.utils import setup_logging
+
+        setup_logging(level=logging.WARNING)
+
     if graph_path not in _WORKER_GRAPH:
         _WORKER_GRAPH.clear()
         _WORKER_GRAPH[graph_path] = kaldifst.StdVectorFst.read(graph_path)
