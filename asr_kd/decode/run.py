@@ -184,6 +184,11 @@ class _Scorer:
         if self.auto_flush and sum(ll.size for _, _, ll in self._pending) > MAX_PENDING_VALUES:
             self.flush()
 
+    def take_pending(self) -> list[tuple[str, str, np.ndarray]]:
+        """The queued ``(cut id, reference, log-likelihoods)`` not yet decoded; the queue is emptied."""
+        pending, self._pending = self._pending, []
+        return pending
+
     def flush(self) -> None:
         """Decode the queued utterances."""
         if not self._pending:
@@ -212,7 +217,7 @@ def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], 
         raise ValueError("acoustic-scale tuning needs at least one scale")
     for b in tqdm(range(0, len(cuts), batch_size), desc=f"tune {name}", unit="batch"):
         scorer.forward(cuts[b : b + batch_size])
-    pending, scorer._pending = scorer._pending, []
+    pending = scorer.take_pending()
     if not pending:
         raise ValueError("no cut of the tuning set could be loaded")
     wer_by_scale = {}
@@ -300,7 +305,7 @@ def decode_cuts(
         decoded feature frames).
     """
     from asr_kd.data.lang import Lang
-    from asr_kd.kd.teachers import load_models
+    from asr_kd.models.checkpoint import model_from_checkpoint
 
     paths = [models] if isinstance(models, (str, Path)) else list(models)
     if not paths:
@@ -329,7 +334,7 @@ def decode_cuts(
         raise ValueError(f"pdf counts disagree: {pdf_counts} has {counts.shape[0]}, {lang_dir} {lang.num_pdfs}, "
                          f"the models {sorted(num_pdfs)}")  # fmt: skip
     dev = resolve_device(device)
-    loaded = load_models(paths, dev)
+    loaded = [model_from_checkpoint(c, dev) for c in checkpoints]  # the checkpoints read once, above
     search = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active}
     scorer = _Scorer(loaded, dev, compute_log_priors(counts, prior_floor), graph_path, lang.word_symbols, search,
                      num_jobs)

@@ -191,6 +191,11 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn
     fit the stored config.
     """
     checkpoint = load_checkpoint(path, map_location="cpu")
+    return model_from_checkpoint(checkpoint, device), checkpoint.model_config
+
+
+def model_from_checkpoint(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> nn.Module:
+    """The model of an already loaded checkpoint, on ``device`` in eval mode (see :func:`load_model`)."""
     model = build_model(checkpoint.model_config)
     try:
         model.load_state_dict(checkpoint.state_dict)
@@ -199,7 +204,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn
             f"{checkpoint.path}: weights do not fit its model config {checkpoint.model_config.name}: "
             f"{' '.join(str(error).split())[:600]}"
         ) from error
-    return model.to(device).eval(), checkpoint.model_config
+    return model.to(device).eval()
 
 
 def checkpoint_hash(path: Path | str) -> str:

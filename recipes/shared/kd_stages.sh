@@ -14,6 +14,7 @@
 # RESULTS.md, temperature_sweep.png.
 
 augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
+eval_cuts=("$valid_cuts"); [ "$test_cuts" = "$valid_cuts" ] || eval_cuts+=("$test_cuts")  # frame accuracy
 
 teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
   local i=0 spec
@@ -48,7 +49,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "Stage 5: frame accuracy of the teachers, their mean and the ensemble"
   # shellcheck disable=SC2046
   asr-kd evaluate --models $(teacher_ckpts) --device "$device" --json "$exp/teachers.json" \
-    --cuts $(printf '%s\n' "$valid_cuts" "$test_cuts" | awk '!seen[$0]++')
+    --cuts "${eval_cuts[@]}"
 fi
 
 # distill NAME ALPHA T EPOCHS FRACTION: one student of $student (alpha 0: hard labels only)
@@ -73,7 +74,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
     distill "student-kd-T$t" "$alpha" "$t" "$student_epochs" 1
   done
   asr-kd evaluate --models "$exp/student-hard/best-valid-acc.pt" "$exp/student-kd/best-valid-acc.pt" \
-    --device "$device" --json "$exp/students.json" --cuts $(printf '%s\n' "$valid_cuts" "$test_cuts" | awk '!seen[$0]++')
+    --device "$device" --json "$exp/students.json" --cuts "${eval_cuts[@]}"
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
