@@ -9,11 +9,13 @@ Usage::
     asr-kd lang --lexicon data/manifests/synth_digits_lexicon.txt --lang-dir data/lang
     asr-kd align --corpus synth_digits --lang-dir data/lang --exp-dir exp/synth_digits/align --nj 2
     asr-kd align-report data/ali/synth_digits_cuts_test.jsonl.gz --lang-dir data/lang
-    asr-kd train --exp-dir exp/synth_digits/teacher-0 --arch tdnn --size teacher
+    asr-kd train --exp-dir exp/synth_digits/teacher-0 --arch tdnn --size teacher \
+        --train-cuts data/ali/synth_digits_cuts_train.jsonl.gz --valid-cuts data/ali/synth_digits_cuts_dev.jsonl.gz
     asr-kd cache --teachers exp/synth_digits/teacher-*/best-valid-acc.pt --cache-dir exp/synth_digits/cache-T2.0 \
         --cuts data/ali/synth_digits_cuts_train.jsonl.gz --temperature 2 --storage dense
     asr-kd distill --exp-dir exp/synth_digits/student-kd --arch tdnn --size student \
-        --cache-dir exp/synth_digits/cache-T2.0 --temperature 2 --alpha 0.5
+        --cache-dir exp/synth_digits/cache-T2.0 --temperature 2 --alpha 0.5 \
+        --train-cuts data/ali/synth_digits_cuts_train.jsonl.gz --valid-cuts data/ali/synth_digits_cuts_dev.jsonl.gz
     asr-kd decode --models exp/synth_digits/student-kd/best-valid-acc.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
         --pdf-counts exp/synth_digits/align/pdf_counts.txt --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz \
         --output-dir exp/synth_digits/decode --name student-kd --role student_kd
@@ -31,6 +33,7 @@ import logging
 import sys
 
 from asr_kd.commands import align, data, decode, kd, report
+from asr_kd.commands.common import use_help_formatter
 from asr_kd.utils import setup_logging
 
 #: command name -> (add its parser, run it), in pipeline order
@@ -50,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ORDER:
         COMMANDS[name][0](sub)
+    use_help_formatter(parser)
     return parser
 
 

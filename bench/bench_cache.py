@@ -23,8 +23,9 @@ import numpy as np
 from lhotse import CutSet
 
 from asr_kd.data.lang import Lang
-from asr_kd.kd.cache import merge_soft_target_shards, soft_targets_of, write_soft_target_shards
-from asr_kd.kd.cache_metadata import bytes_per_frame, cache_metadata, prepare_cache_dir
+from asr_kd.kd.cache import (
+    bytes_per_frame, cache_metadata, merge_soft_target_shards, prepare_cache_dir, soft_targets_of, write_soft_target_shards,
+)  # fmt: skip
 from asr_kd.utils import write_json
 
 

@@ -19,22 +19,22 @@ def _add_align(sub) -> None:
         "report.json/report.txt into --exp-dir.",
     )
     p.add_argument("--cuts-dir", type=Path, default=Path("data/fbank"), help="where stage 1 wrote the cuts")
-    p.add_argument("--corpus", required=True)
-    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
-    p.add_argument("--output-dir", type=Path, default=Path("data/ali"))
-    p.add_argument("--exp-dir", type=Path, required=True, help="e.g. exp/synth_digits/align")
-    p.add_argument("--splits", nargs="+", default=["train", "dev", "test"])
+    p.add_argument("--corpus", required=True, help="manifest prefix of the cuts, e.g. synth_digits")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="stage 2's lang directory")
+    p.add_argument("--output-dir", type=Path, default=Path("data/ali"), help="aligned cuts and frame labels go here")
+    p.add_argument("--exp-dir", type=Path, required=True, help="the aligner's models and reports, e.g. exp/<recipe>/align")
+    p.add_argument("--splits", nargs="+", default=["train", "dev", "test"], help="splits to align")
     p.add_argument("--train-split", default="train", help="the split the aligner is trained on")
     p.add_argument("--nj", type=int, default=1, help="parallel Viterbi processes")
     p.add_argument("--device", default="auto", help="GMM computations: 'auto', 'cpu', 'cuda'")
-    p.add_argument("--num-iters", type=int, default=25)
+    p.add_argument("--num-iters", type=int, default=25, help="monophone re-estimation iterations")
     p.add_argument("--total-gauss", type=int, default=1000, help="Gaussians over all pdfs at the end")
     p.add_argument("--max-utts", type=int, default=3000, help="training subset size (utterances)")
     p.add_argument(
         "--acoustic-scale", type=float, default=0.1,
         help="GMM log-likelihood scale against HMM transition costs in the Viterbi search",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="flat start and training subset")
     p.add_argument(
         "--reference-phones", choices=("same", "timit"), default="same",
         help="how reference 'phone' tiers map to the lang's phones for the report: 'same' (synthetic "
@@ -74,9 +74,10 @@ def _add_align_report(sub) -> None:
         "worst phones, for cuts with `frame_labels` and a reference 'phone' alignment tier.",
     )
     p.add_argument("cuts", type=Path, help="aligned cuts (stage 3 output)")
-    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="the lang directory of the alignment")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
-    p.add_argument("--reference-phones", choices=("same", "timit"), default="same")
+    p.add_argument("--reference-phones", choices=("same", "timit"), default="same",
+                   help="how reference 'phone' tiers map to the lang's phones (see `asr-kd align --help`)")
     add_common(p)
 
 

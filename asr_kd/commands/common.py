@@ -6,6 +6,25 @@ import argparse
 from pathlib import Path
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default (``asr-kd <command> --help``); required flags, switches and
+    flags whose default is None (their help says what None means) show none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and all its subcommand parsers the :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_help_formatter(sub)
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", type=Path, default=None, help="also append the log to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

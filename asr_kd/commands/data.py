@@ -28,13 +28,14 @@ def _add_prepare(sub) -> None:
         description="Connected digit strings spoken by espeak-ng voices (train/dev/test voices "
         "disjoint) with random rate/pitch and white/pink/babble noise; exact phone alignments.",
     )
-    s.add_argument("--output-dir", type=Path, default=Path("data/manifests"))
-    s.add_argument("--hours", type=float, default=1.0, help="total hours over all splits (default 1.0)")
+    s.add_argument("--output-dir", type=Path, default=Path("data/manifests"), help="where the manifests, wavs and "
+                   "lexicon are written")
+    s.add_argument("--hours", type=float, default=1.0, help="total hours over all splits")
     s.add_argument("--seed", type=int, default=42, help="the corpus is a function of the seed")
     s.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
     s.add_argument(
         "--snr-db", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-        help="range of the additive-noise SNR in dB (default 0 30)",
+        help="range of the additive-noise SNR in dB (default: the corpus config's 0 30)",
     )  # fmt: skip
     add_common(s)
 
@@ -45,8 +46,9 @@ def _add_prepare(sub) -> None:
     ):
         c = corpora.add_parser(name, help=corpus_help, description=corpus_help)
         c.add_argument("--corpus-dir", type=Path, required=True, help="where the corpus was downloaded")
-        c.add_argument("--output-dir", type=Path, default=Path("data/manifests"))
-        c.add_argument("--nj", type=int, default=1)
+        c.add_argument("--output-dir", type=Path, default=Path("data/manifests"), help="where the manifests and "
+                       "lexicon are written")
+        c.add_argument("--nj", type=int, default=1, help="parallel processes")
         if name == "librispeech":
             c.add_argument(
                 "--dataset-parts", nargs="+", default=["mini_librispeech"],
@@ -83,13 +85,13 @@ def _add_download(sub) -> None:
         help="download a real corpus (needs internet; not used by the offline default recipe)",
         description="Download a corpus with lhotse's downloader into --target-dir.",
     )
-    p.add_argument("corpus", choices=("librispeech", "timit", "yesno"))
-    p.add_argument("--target-dir", type=Path, default=Path("download"))
+    p.add_argument("corpus", choices=("librispeech", "timit", "yesno"), help="the corpus to download")
+    p.add_argument("--target-dir", type=Path, default=Path("download"), help="the corpus is unpacked here")
     p.add_argument(
         "--dataset-parts", nargs="+", default=["mini_librispeech"],
         help="librispeech only: 'mini_librispeech', 'all', or part names",
     )  # fmt: skip
-    p.add_argument("--force-download", action="store_true")
+    p.add_argument("--force-download", action="store_true", help="download again even if the files exist")
     add_common(p)
 
 
@@ -118,13 +120,13 @@ def _add_features(sub) -> None:
         "audio, empty transcripts are skipped and counted; other sample rates are resampled), "
         "computes lhotse Fbank features and writes <output-dir>/<corpus>_cuts_<split>.jsonl.gz.",
     )
-    p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"))
+    p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"), help="stage 0's manifests")
     p.add_argument("--corpus", required=True, help=f"manifest prefix, e.g. one of {', '.join(CORPORA)}")
-    p.add_argument("--output-dir", type=Path, default=Path("data/fbank"))
-    p.add_argument("--splits", nargs="+", default=None, help="default: every split found")
+    p.add_argument("--output-dir", type=Path, default=Path("data/fbank"), help="features and cut manifests go here")
+    p.add_argument("--splits", nargs="+", default=None, help="splits to process (None: every split found)")
     p.add_argument("--nj", type=int, default=1, help="parallel processes (CPU)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
-    p.add_argument("--num-mel-bins", type=int, default=80)
+    p.add_argument("--num-mel-bins", type=int, default=80, help="fbank dimensions")
     p.add_argument("--sampling-rate", type=int, default=16000, help="audio is resampled to this (Hz)")
     add_common(p)
 
@@ -147,7 +149,7 @@ def _add_lang(sub) -> None:
         "lexicon_disambig.txt, the HMM topology and the pdf-id table (lang.json is written last).",
     )
     p.add_argument("--lexicon", type=Path, required=True, help="lexicon.txt: WORD PHONE1 PHONE2 ...")
-    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"))
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="the lang directory to build")
     p.add_argument("--num-states", type=int, default=3, help="HMM states per non-silence phone")
     p.add_argument("--num-sil-states", type=int, default=3, help="HMM states of each silence phone")
     add_common(p)
@@ -169,8 +171,8 @@ def _add_stats(sub) -> None:
         help="corpus statistics per split (hours, utterances, speakers, words, phones)",
         description="Prints per-split statistics of a prepared corpus as JSON.",
     )
-    p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"))
-    p.add_argument("--corpus", required=True)
+    p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"), help="stage 0's manifests")
+    p.add_argument("--corpus", required=True, help=f"manifest prefix, e.g. one of {', '.join(CORPORA)}")
     add_common(p)
 
 

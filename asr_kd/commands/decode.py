@@ -48,7 +48,7 @@ def _add(sub) -> None:
                    help="a development CutSet: decode it at each --tune-scales and use the scale of lowest WER "
                    "(never the test set)")
     p.add_argument("--tune-scales", type=float, nargs="+", default=None,
-                   help="acoustic scales tried with --tune-cuts (default 0.05 0.1 0.15 0.2 0.3 0.5 0.7 1.0)")
+                   help="acoustic scales tried with --tune-cuts (None: 0.05 0.1 0.15 0.2 0.3 0.5 0.7 1.0)")
     p.add_argument("--beam", type=float, default=13.0, help="search beam, scaled log units")
     p.add_argument("--max-active", type=int, default=7000, help="most active states per frame")
     p.add_argument("--nj", type=int, default=1, help="decoding processes")
@@ -59,7 +59,8 @@ def _add(sub) -> None:
 
 
 def _run(args) -> None:
-    from asr_kd.decode.run import decode_cuts, summary_line
+    from asr_kd.decode.record import summary_line
+    from asr_kd.decode.run import decode_cuts
 
     result = decode_cuts(
         args.models, args.cuts, args.lang_dir, args.output_dir, args.name or default_name(args.models),

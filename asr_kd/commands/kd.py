@@ -1,4 +1,4 @@
-"""Stages 4-5: teacher training, the soft-target cache, frame-accuracy evaluation."""
+"""Stages 4-6: teacher training, the soft-target cache and frame-accuracy evaluation, distillation."""
 
 from __future__ import annotations
 
@@ -10,32 +10,32 @@ from asr_kd.commands.common import add_common
 # ------------------------------------------------------------------------------------------- train
 def _add_training_args(p, default_size: str) -> None:
     """Flags shared by ``train`` and ``distill``: the model, the data and the optimisation."""
-    p.add_argument("--exp-dir", type=Path, required=True, help="e.g. exp/synth_digits/teacher-0")
+    p.add_argument("--exp-dir", type=Path, required=True, help="the run's directory, e.g. exp/<recipe>/teacher-0")
     p.add_argument("--arch", default="dnn", help="dnn, tdnn, blstm or conformer")
     p.add_argument("--size", default=default_size, help="student-small, student, teacher, teacher-large, ...-xl")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="gives the number of pdfs")
-    p.add_argument("--train-cuts", type=Path, default=Path("data/ali/synth_digits_cuts_train.jsonl.gz"))
-    p.add_argument("--valid-cuts", type=Path, default=Path("data/ali/synth_digits_cuts_dev.jsonl.gz"))
-    p.add_argument("--num-epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--train-cuts", type=Path, required=True, help="aligned training cuts (stage 3 output)")
+    p.add_argument("--valid-cuts", type=Path, required=True, help="aligned validation cuts (stage 3 output)")
+    p.add_argument("--num-epochs", type=int, default=10, help="passes over the training cuts")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW")
+    p.add_argument("--warmup-steps", type=int, default=200, help="linear warm-up steps, then cosine decay")
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--no-spec-augment", action="store_true")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout probability in the hidden layers")
+    p.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment masking")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (0: load in the training process)")
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="train on this share of the training cuts, the same subset for every model "
                    "(the paper's 3%% experiment: 0.03)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=42, help="model init, data order, SpecAugment, dropout")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     add_common(p)
 
 
 def _training_fields(args) -> dict:
     """The TrainConfig fields the shared flags set."""
     from asr_kd.data.lang import Lang
-    from asr_kd.datamodule import DataConfig
     from asr_kd.models import ModelConfig
+    from asr_kd.trainer import DataConfig
 
     model = ModelConfig(arch=args.arch, size=args.size, num_pdfs=Lang.load(args.lang_dir).num_pdfs, dropout=args.dropout)
     data = DataConfig(
@@ -62,7 +62,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> None:
-    from asr_kd.train import TrainConfig, train
+    from asr_kd.trainer import TrainConfig, train
 
     train(TrainConfig(**_training_fields(args)))
 
@@ -105,23 +105,25 @@ def _add_cache(sub) -> None:
     )
     p.add_argument("--teachers", type=Path, nargs="+", required=True, help="teacher checkpoints")
     p.add_argument("--cuts", type=Path, required=True, help="aligned training cuts (stage 3 output)")
-    p.add_argument("--cache-dir", type=Path, required=True)
+    p.add_argument("--cache-dir", type=Path, required=True, help="the cache's directory (metadata.json, shards)")
     p.add_argument("--split", default="train", help="name of the cached split")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--combination", choices=("arithmetic", "geometric"), default="arithmetic")
+    p.add_argument("--temperature", type=float, default=2.0, help="T of the teachers' softmax(z / T)")
+    p.add_argument("--combination", choices=("arithmetic", "geometric"), default="arithmetic",
+                   help="mean of the teachers' posteriors, or normalized mean of their log-posteriors")
     p.add_argument("--weights", type=float, nargs="+", default=None, help="one per teacher; default uniform")
-    p.add_argument("--storage", choices=("topk", "dense"), default="topk")
+    p.add_argument("--storage", choices=("topk", "dense"), default="topk",
+                   help="top-k pdfs per frame (fp16 probabilities + ids), or all pdfs in fp16")
     p.add_argument("--k", type=int, default=16, help="pdfs kept per frame with --storage topk")
-    p.add_argument("--num-shards", type=int, default=8)
+    p.add_argument("--num-shards", type=int, default=8, help="HDF5 shards of the split (the unit of resumption)")
     p.add_argument("--rank", type=int, default=0, help="this process's rank when several produce shards")
-    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--world-size", type=int, default=1, help="processes producing shards (each runs --rank r)")
     p.add_argument("--batch-size", type=int, default=16, help="cuts per forward pass")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     add_common(p)
 
 
 def _run_cache(args) -> None:
-    from asr_kd.kd.teachers import build_cache
+    from asr_kd.kd.cache import build_cache
 
     build_cache(
         args.teachers, args.cuts, args.cache_dir, split=args.split, temperature=args.temperature,
@@ -134,19 +136,19 @@ def _run_cache(args) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="frame accuracy of models, of their mean and of their ensemble on aligned cuts",
+        help="stages 5-6: frame accuracy of models, of their mean and of their ensemble on aligned cuts",
         description="Frame accuracy (arg-max posterior == frame label over non-padding frames) of every "
         "model, the mean over models, and the ensemble (arithmetic mean of posteriors, T=1).",
     )
     p.add_argument("--models", type=Path, nargs="+", required=True, help="checkpoints")
     p.add_argument("--cuts", type=Path, nargs="+", required=True, help="cuts with frame_labels")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     add_common(p)
 
 
 def _run_evaluate(args) -> None:
-    from asr_kd.kd.teachers import frame_accuracies
+    from asr_kd.kd.evaluate import frame_accuracies
     from asr_kd.utils import write_json
 
     results = [frame_accuracies(args.models, c, device=args.device) for c in args.cuts]

@@ -1,4 +1,4 @@
-"""Stage 8: the experiment's report from its decode records."""
+"""Stage 7 (end): the experiment's report from its decode records."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _add_report(sub) -> None:
 
 
 def _run_report(args) -> None:
-    from asr_kd.report import make_report
+    from asr_kd.decode.report import make_report
 
     results = make_report(args.exp_dir, decode_dir=args.decode_dir, output=args.output, plot=not args.no_plot)
     print(results["markdown"], end="")

@@ -1,16 +1,16 @@
 """The decode stage: frame accuracy and WER of one model or an ensemble on any CutSet with features.
 
 Usage:
-    asr-kd decode --models exp/synth_digits/student-kd/best-valid-acc.pt \\
-        --cuts data/ali/synth_digits_cuts_test.jsonl.gz --pdf-counts exp/synth_digits/align/pdf_counts.txt \\
-        --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz --lang-dir data/lang \\
-        --output-dir exp/synth_digits/decode --name student-kd --role student_kd --nj 4
+    asr-kd decode --models exp/my_recipe/student-kd/best-valid-acc.pt \\
+        --cuts data/ali/my_corpus_cuts_test.jsonl.gz --pdf-counts exp/my_recipe/align/pdf_counts.txt \\
+        --lm-cuts data/ali/my_corpus_cuts_train.jsonl.gz --lang-dir data/lang \\
+        --output-dir exp/my_recipe/decode --name student-kd --role student_kd --nj 4
 
     from asr_kd.decode.run import decode_cuts
-    result = decode_cuts(["exp/synth_digits/teacher-0/best-valid-acc.pt"], "data/ali/synth_digits_cuts_test.jsonl.gz",
-                         "data/lang", "exp/synth_digits/decode", "teacher-0",
-                         pdf_counts="exp/synth_digits/align/pdf_counts.txt",
-                         lm_cuts="data/ali/synth_digits_cuts_train.jsonl.gz")
+    record = decode_cuts(["exp/my_recipe/teacher-0/best-valid-acc.pt"], "data/ali/my_corpus_cuts_test.jsonl.gz",
+                         "data/lang", "exp/my_recipe/decode", "teacher-0",
+                         pdf_counts="exp/my_recipe/align/pdf_counts.txt",
+                         lm_cuts="data/ali/my_corpus_cuts_train.jsonl.gz")
 
 Posteriors: one checkpoint's softmax, or for several the arithmetic mean of their softmax posteriors at
 T = 1 (``ensemble_posteriors``). Hybrid scores per frame: ``acoustic_scale * (log p(s|x) - log prior(s))``,
@@ -23,7 +23,7 @@ label, over the frames both have); cuts whose features (or labels) cannot be rea
 Files in ``output_dir`` for a decoding ``name``:
     recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt   (asr_kd.decode.scoring)
     skipped-<name>.txt      ``<cut id>\\t<reason>`` per skipped cut (empty when none)
-    result-<name>.json      the record below (RESULT_KEYS), written last: its presence means finished
+    result-<name>.json      the decode record (asr_kd.decode.record), written last: its presence means finished
 
 A second call with the same models (sha256), cuts, name, role and decoding settings returns the
 existing record without decoding again (``force=True`` redoes it).
@@ -42,6 +42,7 @@ import torch
 from lhotse import CutSet
 from tqdm import tqdm
 
+from asr_kd.batch import FrameAccuracy, collate_frames, model_logits
 from asr_kd.decode.decoder import (
     DEFAULT_ACOUSTIC_SCALE,
     DEFAULT_BEAM,
@@ -51,15 +52,10 @@ from asr_kd.decode.decoder import (
     decode_batch,
     hybrid_loglikes,
 )
+from asr_kd.decode.record import load_record, summary_line, write_record
 from asr_kd.decode.scoring import write_results
-from asr_kd.utils import resolve_device, write_json, write_text
+from asr_kd.utils import resolve_device, write_text
 
-#: the keys of ``result-<name>.json`` (read by the report stage)
-RESULT_KEYS = (
-    "name", "role", "models", "params", "frame_acc", "wer", "sub", "ins", "del", "num_frames", "num_words",
-    "num_utts", "num_skipped", "test_set", "temperature", "alpha", "train_fraction", "arch", "size",
-    "decode_config", "audio_seconds", "decode_seconds", "forward_seconds", "rtf", "checkpoint_sha256",
-)  # fmt: skip
 #: log-likelihood values held before a decoding round (4 bytes each): bounds memory on large test sets
 MAX_PENDING_VALUES = 1 << 27
 #: result fields that must be equal for an existing result to be reused (plus decode_config, less num_jobs)
@@ -122,13 +118,6 @@ def _member_info(paths: Sequence[Path | str]) -> tuple[dict[str, Any], list]:
     return info, checkpoints
 
 
-def _load_cut(cut) -> tuple[np.ndarray, np.ndarray | None]:
-    """(features (T, F) float32, frame labels (T',) int64 or None when the cut has none)."""
-    feats = np.asarray(cut.load_features(), dtype=np.float32)
-    labels = cut.load_frame_labels().astype(np.int64) if cut.has_custom("frame_labels") else None
-    return feats, labels
-
-
 class _Scorer:
     """Forward passes, frame accuracy and the search, over batches of cuts."""
 
@@ -137,29 +126,24 @@ class _Scorer:
         self.auto_flush = auto_flush  # False: keep every utterance's log-likelihoods (acoustic-scale tuning)
         self.models, self.device, self.log_priors, self.words = models, device, log_priors, words
         self.graph_path, self.search, self.num_jobs = graph_path, search, num_jobs
-        self.correct = self.labelled = self.frames = 0
+        self.accuracy = FrameAccuracy()
+        self.frames = 0
         self.audio_seconds = self.forward_seconds = self.decode_seconds = 0.0
         self.results: dict[str, tuple[str, str]] = {}
         self.skipped: dict[str, str] = {}
         self._pending: list[tuple[str, str, np.ndarray]] = []  # (cut id, reference, loglikes)
 
     @torch.no_grad()
-    def forward(self, batch: list) -> None:
+    def forward(self, cuts: list) -> None:
         """Posteriors of a batch of cuts; frame accuracy; log-likelihoods queued for the search."""
         start = time.perf_counter()
-        loaded = []
-        for cut in batch:
-            try:
-                loaded.append((cut, *_load_cut(cut)))
-            except Exception as e:  # any storage error: a missing file, a bad key, a truncated array
-                self.skipped[cut.id] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
-                logging.warning(f"{cut.id}: skipped, its features or labels cannot be loaded ({self.skipped[cut.id]})")
-        if not loaded:
+        batch, skipped = collate_frames(cuts, labels="optional", skip_unreadable=True)
+        for cut_id, reason in skipped.items():
+            self.skipped[cut_id] = reason
+            logging.warning(f"{cut_id}: skipped, its features or labels cannot be loaded ({reason})")
+        if batch is None:
             return
-        feats = [torch.from_numpy(f) for _, f, _ in loaded]
-        lengths = torch.tensor([f.shape[0] for f in feats])
-        x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-        logits = torch.stack([m(x, lengths.to(self.device)).float() for m in self.models])  # (K, B, T, P)
+        logits = model_logits(self.models, batch, self.device)  # (K, B, T, P)
         if len(self.models) == 1:
             log_post = torch.log_softmax(logits[0], dim=-1)
         else:
@@ -167,19 +151,14 @@ class _Scorer:
 
             post = ensemble_posteriors(logits, temperature=1.0, mode="arithmetic")  # (B, T, P)
             log_post = post.clamp_min(torch.finfo(post.dtype).tiny).log()
-        best = log_post.argmax(-1).cpu().numpy()
+        self.accuracy.update(log_post, batch["frame_labels"])
         log_post = log_post.cpu().numpy()
-        for i, (cut, _, labels) in enumerate(loaded):
-            n = int(lengths[i])
-            if labels is not None:
-                m = min(n, labels.shape[0])
-                if m != n or m != labels.shape[0]:
-                    logging.debug(f"{cut.id}: {labels.shape[0]} frame labels for {n} frames; comparing {m}")
-                self.correct += int((best[i, :m] == labels[:m]).sum())
-                self.labelled += m
+        by_id = {c.id: c for c in cuts}
+        for i, (cut_id, n) in enumerate(zip(batch["cut_ids"], batch["lengths"].tolist())):
+            cut = by_id[cut_id]
             self.frames += n
             self.audio_seconds += float(cut.duration)
-            self._pending.append((cut.id, reference_text(cut), hybrid_loglikes(log_post[i, :n], self.log_priors)))
+            self._pending.append((cut_id, reference_text(cut), hybrid_loglikes(log_post[i, :n], self.log_priors)))
         self.forward_seconds += time.perf_counter() - start
         if self.auto_flush and sum(ll.size for _, _, ll in self._pending) > MAX_PENDING_VALUES:
             self.flush()
@@ -231,28 +210,21 @@ def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], 
     return {"best": best, "wer_by_scale": wer_by_scale, "cuts": len(pending)}
 
 
-def summary_line(result: dict) -> str:
-    """``name: WER x% [S sub I ins D del / N words], frame acc y%, RTF z`` of a result record."""
-    acc = "n/a" if result["frame_acc"] is None else f"{100 * result['frame_acc']:.2f}%"
-    rtf = "n/a" if result["rtf"] is None else f"{result['rtf']:.4f}"
-    return (f"{result['name']}: WER {100 * result['wer']:.2f}% [{result['sub']} sub {result['ins']} ins "
-            f"{result['del']} del / {result['num_words']} words], frame acc {acc}, RTF {rtf}")  # fmt: skip
-
-
 def _reusable(path: Path, expected: dict) -> dict | None:
     """The record in ``path`` if it was made with the same models, cuts and settings, else None."""
     if not path.is_file():
         return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        old = load_record(path)
+    except ValueError as e:
+        logging.info(f"{path} is not a usable decode record ({e}): decoding again")
         return None
 
     def settings(record: dict) -> dict:
         return {k: v for k, v in (record.get("decode_config") or {}).items() if k not in ("num_jobs", "tuning")}
 
     same = all(old.get(k) == expected[k] for k in _MATCH_KEYS) and settings(old) == settings(expected)
-    return old if same and set(old) == set(RESULT_KEYS) else None
+    return old if same else None
 
 
 def decode_cuts(
@@ -261,8 +233,9 @@ def decode_cuts(
     lang_dir: Path | str,
     output_dir: Path | str,
     name: str,
+    *,
+    pdf_counts: Path | str,
     role: str | None = None,
-    pdf_counts: Path | str = "exp/synth_digits/align/pdf_counts.txt",
     lm_cuts: Path | str | None = None,
     lm_order: int = 3,
     acoustic_scale: float = DEFAULT_ACOUSTIC_SCALE,
@@ -300,8 +273,8 @@ def decode_cuts(
         tune_scales: the acoustic scales tried.
 
     Returns:
-        The record written to ``result-<name>.json`` (keys ``RESULT_KEYS``; WER and frame accuracy as
-        fractions, frame_acc None when no cut has frame labels; times in seconds; ``num_frames`` the
+        The record written to ``result-<name>.json`` (:mod:`asr_kd.decode.record`; WER and frame accuracy
+        as fractions, frame_acc None when no cut has frame labels; times in seconds; ``num_frames`` the
         decoded feature frames).
     """
     from asr_kd.data.lang import Lang
@@ -355,7 +328,7 @@ def decode_cuts(
     result = {
         **expected,
         "params": sum(p.numel() for m in loaded for p in m.parameters()),
-        "frame_acc": scorer.correct / scorer.labelled if scorer.labelled else None,
+        "frame_acc": scorer.accuracy.value,
         "wer": stats.wer, "sub": stats.sub, "ins": stats.ins, "del": stats.dels,
         "num_frames": scorer.frames, "num_words": stats.num_ref_words, "num_utts": stats.num_utts,
         "num_skipped": len(scorer.skipped),
@@ -363,8 +336,7 @@ def decode_cuts(
         "forward_seconds": scorer.forward_seconds,
         "rtf": scorer.decode_seconds * num_jobs / scorer.audio_seconds if scorer.audio_seconds > 0 else None,
     }  # fmt: skip
-    assert set(result) == set(RESULT_KEYS), sorted(set(result) ^ set(RESULT_KEYS))
-    write_json(result_path, result)
+    write_record(result_path, result)
     if scorer.skipped:
         logging.warning(f"{name}: {len(scorer.skipped)} cuts skipped, listed in {output_dir / f'skipped-{name}.txt'}")
     logging.info(summary_line(result))

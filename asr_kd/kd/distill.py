@@ -4,16 +4,17 @@ Usage::
 
     from asr_kd.kd.distill import DistillConfig, distill
     from asr_kd.models import ModelConfig
-    from asr_kd.datamodule import DataConfig
+    from asr_kd.trainer import DataConfig
 
-    distill(DistillConfig(exp_dir="exp/synth_digits/student-kd", cache_dir="exp/synth_digits/cache-T2",
+    distill(DistillConfig(exp_dir="exp/my_recipe/student-kd", cache_dir="exp/my_recipe/cache-T2",
                           temperature=2.0, alpha=0.5,
                           model=ModelConfig(arch="tdnn", size="student-small", num_pdfs=87),
-                          data=DataConfig(valid_cuts="data/ali/synth_digits_cuts_dev.jsonl.gz")))
+                          data=DataConfig(train_cuts="data/ali/my_corpus_cuts_train.jsonl.gz",
+                                          valid_cuts="data/ali/my_corpus_cuts_dev.jsonl.gz")))
     # the hard-label student baseline: the same call with alpha=0 (cache_dir may be None; then
     # data.train_cuts, the aligned training cuts, are the training cuts)
 
-Per frame (DESIGN.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)``, averaged over non-padding frames
+Per frame (docs/design.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)``, averaged over non-padding frames
 (``asr_kd.kd.losses``). With α > 0 the training cuts are the cache's ``cuts_soft_train.jsonl.gz``: the
 aligned cuts with the soft targets attached as custom fields, so a batch's soft targets are looked up
 through its own cuts (any sampler, batch size, world size). Validation is the trainer's: hard-label frame
@@ -39,19 +40,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from asr_kd.datamodule import IGNORE_INDEX, ExtraField
+from asr_kd.batch import IGNORE_INDEX
 from asr_kd.kd.cache import (
-    CacheMismatchError,
-    SoftTargetBatch,
-    collate_soft_targets,
-    load_soft_target_cuts,
-    merged_manifest_path,
-)
-from asr_kd.kd.cache_metadata import config_sha256, read_metadata
+    CacheMismatchError, SoftTargetBatch, collate_soft_targets, config_sha256, load_soft_target_cuts,
+    merged_manifest_path, read_metadata,
+)  # fmt: skip
 from asr_kd.kd.ensemble import check_temperature
 from asr_kd.kd.losses import distillation_terms
 from asr_kd.models import ModelConfig
-from asr_kd.train import TrainConfig, cross_entropy_loss, train
+from asr_kd.trainer import TrainConfig, cross_entropy_loss, train
+from asr_kd.trainer.data import ExtraField
 
 SOFT_TARGETS = "soft_targets"  # the training batch field holding a SoftTargetBatch
 TRAIN_SPLIT = "train"  # the cache split whose cuts are trained on
@@ -61,7 +59,6 @@ TRAIN_SPLIT = "train"  # the cache split whose cuts are trained on
 class DistillConfig(TrainConfig):
     """A ``TrainConfig`` (all of its fields, same meaning) plus the distillation settings."""
 
-    exp_dir: str = "exp/synth_digits/student-kd"  # experiment directory (layout: asr_kd.train)
     cache_dir: str | None = None  # soft-target cache of the cache stage; None only when alpha == 0
     temperature: float = 2.0  # T of the soft targets and of the student's q_T; must equal the cache's T
     alpha: float = 0.5  # weight of the soft term in [0, 1]; 0: hard-label baseline (CE only, no cache read)
@@ -77,7 +74,7 @@ class DistillConfig(TrainConfig):
 
 
 class SoftTargetField:
-    """Extra batch field (``asr_kd.datamodule``): the batch cuts' soft targets, padded like the features.
+    """Extra batch field (:mod:`asr_kd.trainer.data`): the batch cuts' soft targets, padded like the features.
 
     A module-level class, so that it pickles into DataLoader workers and spawned DDP ranks.
     """
@@ -100,7 +97,7 @@ class DistillationLoss:
     """The trainer's ``loss_fn``: ``(logits (B, T, P) float32, batch) -> (mean loss, {"kl", "ce"} sums)``.
 
     ``kl`` is KL(p_T || q_T) summed over the frames (without the T² factor), ``ce`` CE(y, q_1) summed; the
-    trainer logs both per frame. α = 0 is exactly ``asr_kd.train.cross_entropy_loss`` (kl logged as 0).
+    trainer logs both per frame. α = 0 is exactly ``asr_kd.trainer.cross_entropy_loss`` (kl logged as 0).
     """
 
     def __init__(self, temperature: float, alpha: float, sparse: bool = False) -> None:
@@ -177,14 +174,14 @@ def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | No
 
 
 def distillation_plugins(cfg: DistillConfig) -> tuple[DistillationLoss, dict[str, ExtraField]]:
-    """``(loss_fn, extra_fields)`` of ``asr_kd.train.train`` for a resolved config."""
+    """``(loss_fn, extra_fields)`` of ``asr_kd.trainer.train`` for a resolved config."""
     loss_fn = DistillationLoss(cfg.temperature, cfg.alpha, cfg.sparse)
     extra = {SOFT_TARGETS: SoftTargetField(cfg.sparse)} if cfg.alpha > 0 else {}
     return loss_fn, extra
 
 
 def distill(cfg: DistillConfig, world_size: int | None = None) -> dict | None:
-    """Train the student of ``cfg`` (module docstring). ``world_size``: as in ``asr_kd.train.train``.
+    """Train the student of ``cfg`` (module docstring). ``world_size``: as in ``asr_kd.trainer.train``.
 
     Returns the run summary (the ``done`` file), or None when stopped early by ``max_steps``.
     Raises CacheMismatchError when the cache does not hold what ``cfg`` asks for.

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from asr_kd.kd.losses import IGNORE_INDEX, distillation_loss, sparse_distillation_loss
+    from asr_kd.kd.losses import distillation_loss, sparse_distillation_loss
     loss = distillation_loss(student_logits, soft_targets, frame_labels, temperature=2.0, alpha=0.5)
     loss = sparse_distillation_loss(student_logits, target_ids, target_probs, frame_labels, 2.0, 0.5)
 
@@ -14,7 +14,7 @@ needed). A frame takes part when its label is not ``IGNORE_INDEX`` (-100) and, i
 mask is True; the other frames are dropped before anything is computed, so their logits and targets can
 hold anything (even nan) and get zero gradient.
 
-The sparse variant takes top-k soft targets and completes them with the rule of ``asr_kd.kd.topk``
+The sparse variant takes top-k soft targets and completes them with the rule of ``asr_kd.kd.cache.topk``
 (the mass the top-k leave out spread uniformly over the other P − k pdfs), the same rule the soft-target
 cache reader uses: the loss on a top-k cache equals the dense loss on the cache's reconstructed targets.
 """
@@ -26,10 +26,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from asr_kd.batch import IGNORE_INDEX
+from asr_kd.kd.cache.topk import densify_topk
 from asr_kd.kd.ensemble import check_temperature
-from asr_kd.kd.topk import densify_topk
-
-IGNORE_INDEX = -100
 
 
 class DistillationTerms(NamedTuple):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -205,6 +205,13 @@ def model_from_checkpoint(checkpoint: Checkpoint, device: torch.device | str = "
             f"{' '.join(str(error).split())[:600]}"
         ) from error
     return model.to(device).eval()
+
+
+def load_models(paths: Sequence[Path | str], device: torch.device | str = "cpu") -> list[nn.Module]:
+    """Every checkpoint of ``paths`` rebuilt on ``device`` in eval mode (see :func:`load_model`)."""
+    if not paths:
+        raise ValueError("no model checkpoints given")
+    return [load_model(p, device=device)[0] for p in paths]
 
 
 def checkpoint_hash(path: Path | str) -> str:

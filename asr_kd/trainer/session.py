@@ -10,8 +10,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from asr_kd.datamodule import FrameDataModule
-from asr_kd.trainer.checkpoint import save_train_state
+from asr_kd.trainer.config import TrainConfig
+from asr_kd.trainer.data import FrameDataModule
+from asr_kd.trainer.state import save_train_state
 
 LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]  # (logits, batch) -> (loss, stats)
 
@@ -20,7 +21,7 @@ LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]  # (logits, b
 class Session:
     """Everything one rank's training loop works on."""
 
-    cfg: Any  # asr_kd.train.TrainConfig
+    cfg: TrainConfig
     rank: int
     world_size: int
     device: torch.device
@@ -48,7 +49,7 @@ class Session:
     def save(self, names: list[str], next_epoch: int, next_batch: int) -> None:
         """Collective: every rank must call it (RNG states of all ranks are gathered)."""
         save_train_state(self.exp_dir, names, self.module, self.cfg, self.optimizer, self.scheduler,
-                         self.data.train_sampler, self.state(next_epoch, next_batch), self.rank, self.world_size)
+                         self.state(next_epoch, next_batch), self.rank, self.world_size)
 
     def scalars(self, prefix: str, values: Mapping[str, float]) -> None:
         if self.writer is not None:

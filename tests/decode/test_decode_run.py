@@ -23,7 +23,8 @@ from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegme
 from asr_kd.cli import main
 from asr_kd.commands.decode import default_name
 from asr_kd.data.lang import Lang
-from asr_kd.decode.run import RESULT_KEYS, decode_cuts
+from asr_kd.decode.record import FIELD_NAMES
+from asr_kd.decode.run import decode_cuts
 from asr_kd.models import ModelConfig, build_model
 from asr_kd.models.checkpoint import checkpoint_hash, save_checkpoint
 
@@ -124,7 +125,7 @@ def run(setup: dict, models: list[str], cuts: str, name: str, **kwargs) -> dict:
 def test_exact_model_decodes_the_spoken_words(setup) -> None:
     result = run(setup, ["exact"], "test", "exact", role="teacher")
     total = len(setup["labels"])
-    assert set(result) == set(RESULT_KEYS)
+    assert set(result) == set(FIELD_NAMES)
     assert (result["wer"], result["sub"], result["ins"], result["del"]) == (0.0, 0, 0, 0)
     assert (result["num_words"], result["num_utts"], result["num_skipped"], result["num_frames"]) == (5, 2, 0, total)
     assert result["frame_acc"] == pytest.approx((total - CORRUPTED) / total)
@@ -235,7 +236,7 @@ def test_cli_end_to_end(setup, capsys) -> None:
     assert main(argv) == 0
     assert "exact: WER 0.00% [0 sub 0 ins 0 del / 5 words], frame acc" in capsys.readouterr().out
     result = json.loads((out / "result-exact.json").read_text())
-    assert set(result) == set(RESULT_KEYS) and result["decode_config"]["num_jobs"] == 2
+    assert set(result) == set(FIELD_NAMES) and result["decode_config"]["num_jobs"] == 2
     assert result["role"] == "teacher" and result["test_set"] == str(tmp / "test.jsonl.gz")
     for prefix in ("recogs", "errs", "wer-summary", "skipped"):
         assert (out / f"{prefix}-exact.txt").is_file()

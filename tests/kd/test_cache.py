@@ -20,6 +20,7 @@ from asr_kd.kd.cache import (
     bytes_per_frame,
     cache_metadata,
     collate_soft_targets,
+    densify_topk,
     is_shard_complete,
     load_soft_target_cuts,
     merge_soft_target_shards,
@@ -31,7 +32,7 @@ from asr_kd.kd.cache import (
     soft_targets_of,
     write_soft_target_shards,
 )
-from asr_kd.kd.topk import densify_topk
+
 
 P = 87
 FP16_REL, FP16_ABS = 2**-11, 2**-25  # fp16 rounding: half an ulp relative, half the subnormal spacing absolute

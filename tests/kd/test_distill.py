@@ -2,28 +2,25 @@
 
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from lhotse.features.io import close_cached_file_handles
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_fixtures import NUM_CLASSES, make_corpus, tiny_config  # noqa: E402
-
-from asr_kd.datamodule import IGNORE_INDEX, FrameDataModule  # noqa: E402
-from asr_kd.kd.cache import (  # noqa: E402
+from asr_kd.batch import IGNORE_INDEX
+from asr_kd.kd.cache import (
     CacheMismatchError,
     cache_metadata,
+    config_sha256,
     load_soft_target_cuts,
     merge_soft_target_shards,
     prepare_cache_dir,
+    read_metadata,
     soft_targets_of,
     write_soft_target_shards,
 )
-from asr_kd.kd.cache_metadata import config_sha256, read_metadata  # noqa: E402
-from asr_kd.kd.distill import (  # noqa: E402
+from asr_kd.kd.distill import (
     SOFT_TARGETS,
     DistillConfig,
     DistillationLoss,
@@ -32,11 +29,13 @@ from asr_kd.kd.distill import (  # noqa: E402
     distillation_plugins,
     resolve_distill_config,
 )
-from asr_kd.kd.losses import distillation_loss  # noqa: E402
-from asr_kd.models import load_checkpoint  # noqa: E402
-from asr_kd.train import train  # noqa: E402
+from asr_kd.kd.losses import distillation_loss
+from asr_kd.models import load_checkpoint
+from asr_kd.trainer import train
+from asr_kd.trainer.data import FrameDataModule
 
 T = 2.0
+NUM_CLASSES = 4  # the frame_data kit's label count (checked in `setup`)
 
 
 @pytest.fixture(autouse=True)
@@ -79,17 +78,18 @@ def load_cuts(path):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, frame_data):
+    assert frame_data.num_classes == NUM_CLASSES
     root = tmp_path_factory.mktemp("distill")
-    corpus = make_corpus(root / "corpus", num_train=48, num_valid=12)
+    corpus = frame_data.make_corpus(root / "corpus", num_train=48, num_valid=12)
     topk = build_cache(root, corpus, "cache-topk", "topk", 2)
     dense = build_cache(root, corpus, "cache-dense", "dense", None)
-    return {"root": root, "corpus": corpus, "topk": topk, "dense": dense,
+    return {"root": root, "corpus": corpus, "topk": topk, "dense": dense, "tiny_config": frame_data.tiny_config,
             "teachers": [str(root / "teacher-0.pt"), str(root / "teacher-1.pt")]}  # fmt: skip
 
 
 def kd_config(setup, exp_name: str, **fields) -> DistillConfig:
-    base = tiny_config(setup["corpus"], setup["root"] / "exp" / exp_name, num_epochs=2)
+    base = setup["tiny_config"](setup["corpus"], setup["root"] / "exp" / exp_name, num_epochs=2)
     distill_fields = {"cache_dir": str(setup["topk"]), "temperature": T, "alpha": 0.5, **fields}
     return DistillConfig.from_train_config(base, **distill_fields)
 
@@ -144,7 +144,7 @@ def test_plugged_loss_equals_hand_computation(setup, cache, sparse):
 
 
 def test_alpha_zero_is_the_hard_label_baseline_bit_for_bit(setup):
-    plain_cfg = tiny_config(setup["corpus"], setup["root"] / "exp" / "plain", num_epochs=2)
+    plain_cfg = setup["tiny_config"](setup["corpus"], setup["root"] / "exp" / "plain", num_epochs=2)
     plain_summary = train(plain_cfg)
     for name, cache_dir in (("a0-nocache", None), ("a0-cache", str(setup["topk"]))):
         cfg = kd_config(setup, name, alpha=0.0, cache_dir=cache_dir)

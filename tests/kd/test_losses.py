@@ -4,13 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asr_kd.kd.losses import (
-    IGNORE_INDEX,
-    distillation_loss,
-    distillation_terms,
-    sparse_distillation_loss,
-)
-from asr_kd.kd.topk import densify_topk, topk_posteriors
+from asr_kd.batch import IGNORE_INDEX
+from asr_kd.kd.cache import densify_topk, topk_posteriors
+from asr_kd.kd.losses import distillation_loss, distillation_terms, sparse_distillation_loss
 
 LN3 = math.log(3.0)
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from train_fixtures import make_corpus, tiny_config
-
-import asr_kd.train as train_module
+import asr_kd.trainer.loop as train_module
 from asr_kd.models import load_checkpoint
 
 
@@ -28,9 +26,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_ranks_end_with_identical_weights(tmp_path):
-    corpus = make_corpus(tmp_path / "corpus")
-    cfg = tiny_config(corpus, tmp_path / "exp", num_epochs=2, save_every_n=0)
+def test_two_ranks_end_with_identical_weights(tmp_path, frame_data):
+    corpus = frame_data.make_corpus(tmp_path / "corpus")
+    cfg = frame_data.tiny_config(corpus, tmp_path / "exp", num_epochs=2, save_every_n=0)
     mp.spawn(_worker, args=(2, cfg, _free_port(), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     final = load_checkpoint(tmp_path / "exp/epoch-2.pt")

@@ -5,28 +5,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import NUM_CLASSES, make_corpus, tiny_config
-
-import asr_kd.train as train_module
+import asr_kd.trainer.loop as train_module
 from asr_kd.models import load_checkpoint, load_model
-from asr_kd.train import TrainConfig, cross_entropy_loss, train
+from asr_kd.trainer import TrainConfig, cross_entropy_loss, train
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
+def corpus(tmp_path_factory, frame_data):
+    return frame_data.make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")
-def finished(corpus, tmp_path_factory):
+def finished(corpus, tmp_path_factory, frame_data):
     """A finished 3-epoch run: (config, summary)."""
-    cfg = tiny_config(corpus, tmp_path_factory.mktemp("exp") / "finished", num_epochs=3, lr=3e-2)
+    cfg = frame_data.tiny_config(corpus, tmp_path_factory.mktemp("exp") / "finished", num_epochs=3, lr=3e-2)
     return cfg, train(cfg)
 
 
-def test_learns_well_above_chance(finished):
+def test_learns_well_above_chance(finished, frame_data):
     cfg, summary = finished
-    chance = 1 / NUM_CLASSES  # the labels are the arg-max of 4 i.i.d. feature bins: uniform
+    chance = 1 / frame_data.num_classes  # the labels are the arg-max of 4 i.i.d. feature bins: uniform
     assert summary["best_valid_frame_acc"] > chance + 0.35
     model, model_config = load_model(Path(cfg.exp_dir) / summary["best_checkpoint"])
     assert model_config == cfg.model and not model.training
@@ -61,9 +59,9 @@ def test_rerun_of_a_finished_run_is_a_no_op(finished, monkeypatch):
     assert {p: p.stat().st_mtime_ns for p in exp.rglob("*")} == before
 
 
-def test_rerun_with_another_config_is_refused(finished):
+def test_rerun_with_another_config_is_refused(finished, frame_data):
     cfg, _ = finished
-    other = tiny_config(Path(cfg.data.train_cuts).parent, Path(cfg.exp_dir), num_epochs=3, lr=1e-3)
+    other = frame_data.tiny_config(Path(cfg.data.train_cuts).parent, Path(cfg.exp_dir), num_epochs=3, lr=1e-3)
     with pytest.raises(ValueError, match=r"lr: 0.03 \(saved\) vs 0.001 \(now\)"):
         train(other)
 
@@ -90,12 +88,12 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("interrupt", ["kill", "max_steps"])
-def test_interrupted_run_resumes_to_identical_weights(corpus, tmp_path, interrupt):
-    reference_cfg = tiny_config(corpus, tmp_path / "reference")  # SpecAugment, dropout, shuffling: all on
+def test_interrupted_run_resumes_to_identical_weights(corpus, tmp_path, interrupt, frame_data):
+    reference_cfg = frame_data.tiny_config(corpus, tmp_path / "reference")  # SpecAugment, dropout, shuffling: all on
     reference = train(reference_cfg)
     num_steps = reference["steps"]
     kill_at = num_steps // 2 + 3  # in epoch 2; the last save (every 4 steps) is mid-epoch
-    cfg = tiny_config(corpus, tmp_path / "interrupted")
+    cfg = frame_data.tiny_config(corpus, tmp_path / "interrupted")
     if interrupt == "kill":
         with pytest.raises(SimulatedKill):
             train(cfg, loss_fn=KillAfter(kill_at))

@@ -1,19 +1,21 @@
-"""Tiny synthetic frame-labelled corpora and a tiny zoo model for the trainer tests.
+"""Fixtures shared across test directories.
 
-Features are N(0, 1) "fbank" frames; a frame's label is the arg-max of its first ``num_classes``
+``frame_data``: tiny synthetic frame-labelled corpora and a tiny zoo model for the trainer and distillation
+tests. Features are N(0, 1) "fbank" frames; a frame's label is the arg-max of its first ``num_classes``
 feature bins: a deterministic function of the features that an MLP learns quickly (chance = 1/C).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from lhotse import CutSet, Features, MonoCut, NumpyHdf5Writer
 
-from asr_kd.datamodule import DataConfig
 from asr_kd.models import ModelConfig
-from asr_kd.train import TrainConfig
+from asr_kd.trainer import DataConfig, TrainConfig
 
 NUM_CLASSES = 4
 FEATURE_DIM = 80
@@ -68,3 +70,11 @@ def make_corpus(data_dir: Path, num_train: int = 64, num_valid: int = 16) -> Pat
     make_cuts(data_dir, "train", num_train, seed=1)
     make_cuts(data_dir, "valid", num_valid, seed=2)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def frame_data() -> SimpleNamespace:
+    """The tiny frame-corpus kit: ``num_classes``, ``make_cuts``, ``make_corpus``, ``tiny_config``,
+    ``tiny_model_config`` (module docstring)."""
+    return SimpleNamespace(num_classes=NUM_CLASSES, make_cuts=make_cuts, make_corpus=make_corpus,
+                           tiny_config=tiny_config, tiny_model_config=tiny_model_config)  # fmt: skip

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from asr_kd.kd.cache_metadata import cache_metadata, prepare_cache_dir
+    from asr_kd.kd.cache import cache_metadata, prepare_cache_dir
     meta = cache_metadata(["exp/x/teacher-0/best.pt", "exp/x/teacher-1/best.pt"], temperature=2.0,
                           storage="topk", k=16, num_pdfs=87, feature_config=fbank_config)
     prepare_cache_dir("exp/x/cache", meta)    # writes metadata.json, or checks the one already there
@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 METADATA_NAME = "metadata.json"
 STORAGE_MODES = ("dense", "topk")
 VALUE_DTYPE = "float16"
-REMAINING_MASS_RULE = "uniform"  # 1 - sum(top-k) spread over the other P - k pdfs: see asr_kd.kd.topk
+REMAINING_MASS_RULE = "uniform"  # 1 - sum(top-k) spread over the other P - k pdfs: see asr_kd.kd.cache.topk
 CONFIG_FIELDS = (
     "format_version", "teachers", "temperature", "combination", "weights", "storage", "k", "dtype",
     "id_dtype", "remaining_mass", "feature_config_sha256", "num_pdfs",

@@ -1,33 +1,8 @@
-"""Frame-level training shared by teachers and students: CE on forced-alignment pdf ids (or a plugged loss).
+"""The training loop shared by teachers and students (layout and usage: :mod:`asr_kd.trainer`).
 
-Usage::
-
-    from asr_kd.datamodule import DataConfig
-    from asr_kd.models import ModelConfig
-    from asr_kd.train import TrainConfig, train
-
-    train(TrainConfig(exp_dir="exp/synth_digits/teacher-0", seed=1,
-                      model=ModelConfig(arch="tdnn", size="teacher", num_pdfs=87),
-                      data=DataConfig(train_cuts="data/ali/synth_digits_cuts_train.jsonl.gz",
-                                      valid_cuts="data/ali/synth_digits_cuts_dev.jsonl.gz")))
-    # several processes / GPUs: start the script or command that calls train() with torchrun
-    #   torchrun --nproc_per_node 4 my_train.py    (train() reads RANK / WORLD_SIZE / LOCAL_RANK)
-    # or train(cfg, world_size=2) spawns the local processes itself (gloo on CPU, nccl on CUDA).
-
-The experiment directory::
-
-    exp_dir/config.json            resolved TrainConfig
-    exp_dir/log/log-train-<date>   log of rank 0 (other ranks: ...-rank<r>)
-    exp_dir/tensorboard/           train/valid curves
-    exp_dir/last.pt                latest resumable state (every save_every_n steps and every epoch end)
-    exp_dir/epoch-<n>.pt           resumable state after epoch n (epoch-<num_epochs>.pt: the final model)
-    exp_dir/best-valid-acc.pt      model with the best validation frame accuracy
-    exp_dir/done                   JSON summary, written last: a re-run with the same config does nothing
-
-An interrupted run (killed, or stopped by ``max_steps``) continues from ``last.pt``: same weights,
-optimizer, scheduler, RNG states (every rank's) and position in the epoch's batch sequence, so on CPU the
-result is bit-identical to an uninterrupted run (with DataLoader workers too: SpecAugment is seeded per
-batch). On CUDA it is as close as CUDA's own run-to-run nondeterminism allows.
+``run(rank, world_size, cfg)`` trains on one rank: build the model and data (``_setup``), then
+``train_one_epoch`` / ``validate`` per epoch, resumable checkpoints and the ``done`` marker. The loss is
+``cross_entropy_loss`` on frame labels or a plugged ``loss_fn`` (distillation).
 """
 
 from __future__ import annotations
@@ -37,7 +12,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,57 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from asr_kd.datamodule import IGNORE_INDEX, DataConfig, ExtraField, FrameDataModule, ignore_duplicates
+from asr_kd.batch import IGNORE_INDEX, count_correct, forward_logits
 from asr_kd.models import ModelConfig, build_model
-from asr_kd.trainer.checkpoint import load_train_state, read_done, restore_rng_state, save_model_checkpoint, write_done
+from asr_kd.trainer.config import RUNTIME_FIELDS, TrainConfig
+from asr_kd.trainer.data import ExtraField, FrameDataModule, ignore_duplicates
 from asr_kd.trainer.logs import log_to_file
-from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
 from asr_kd.trainer.schedule import WarmupDecay
+from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
+from asr_kd.trainer.state import load_train_state, read_done, restore_rng_state, save_model_checkpoint, write_done
 from asr_kd.utils import fix_random_seed, resolve_device, write_json
-
-
-@dataclass
-class TrainConfig:
-    exp_dir: str = "exp/synth_digits/teacher-0"  # experiment directory (layout in the module docstring)
-    model: ModelConfig | None = None  # the model zoo's config (arch, size, num_pdfs, ...); required
-    data: DataConfig = field(default_factory=DataConfig)  # cuts, batch size, workers, SpecAugment
-    num_epochs: int = 10  # passes over the training cuts
-    lr: float = 1e-3  # peak learning rate of AdamW
-    warmup_steps: int = 500  # linear warm-up from ~0 to lr, in optimizer steps
-    lr_decay: str = "cosine"  # after warm-up: "cosine", "linear" or "constant"
-    min_lr_ratio: float = 0.05  # final lr = lr * min_lr_ratio (cosine / linear decay)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    grad_clip: float = 5.0  # max global gradient norm (0: no clipping)
-    seed: int = 42  # model init, data order, SpecAugment, dropout
-    device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda"; under DDP each rank takes cuda:LOCAL_RANK
-    bf16: bool = True  # bf16 autocast of the forward pass on CUDA (ignored on CPU); loss in float32
-    log_interval: int = 50  # optimizer steps between log lines / tensorboard points
-    valid_interval: int = 0  # optimizer steps between extra mid-epoch validations (0: epoch ends only)
-    save_every_n: int = 500  # optimizer steps between resumable checkpoints (0: epoch ends only)
-    max_steps: int = 0  # stop resumably after this many optimizer steps in total (0: no limit)
-
-    @classmethod
-    def from_dict(cls, config: dict) -> "TrainConfig":
-        """Inverse of ``dataclasses.asdict`` (config.json, a checkpoint's train_config); unknown keys are errors."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"unknown train config field(s) {unknown}; expected some of {sorted(names)}")
-        values = dict(config)
-        if isinstance(values.get("data"), dict):
-            data_names = {f.name for f in fields(DataConfig)}
-            bad = sorted(set(values["data"]) - data_names)
-            if bad:
-                raise ValueError(f"unknown data config field(s) {bad}; expected some of {sorted(data_names)}")
-            values["data"] = DataConfig(**values["data"])
-        if isinstance(values.get("model"), dict):
-            values["model"] = ModelConfig.from_dict(values["model"])
-        return cls(**values)
-
-
-# fields that may change between a run and its resumption without changing what it computes
-RUNTIME_FIELDS = ("exp_dir", "device", "log_interval", "save_every_n", "max_steps", "valid_interval",
-                  "data.num_workers")  # fmt: skip
 
 
 def cross_entropy_loss(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -133,18 +66,10 @@ def compute_loss(model: nn.Module, batch: dict, device: torch.device, loss_fn: L
     ``model(features (B, T, F), lengths (B,)) -> logits (B, T, C)``; bf16 autocast only on CUDA.
     """
     batch = to_device(batch, device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-        logits = model(batch["features"], batch["lengths"])
-    labels = batch["frame_labels"]
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"model output {tuple(logits.shape)} does not match frame_labels {tuple(labels.shape)}: "
-                         "frame-level models must keep one output per input frame")  # fmt: skip
-    logits = logits.float()
+    logits = forward_logits(model, batch["features"], batch["lengths"], bf16)
     loss, stats = loss_fn(logits, batch)
     with torch.no_grad():
-        mask = labels != IGNORE_INDEX
-        frames = mask.sum()
-        correct = ((logits.argmax(-1) == labels) & mask).sum()
+        correct, frames = count_correct(logits, batch["frame_labels"])
     return loss, {**stats, "loss": loss.detach() * frames, "frames": frames, "correct": correct}
 
 
@@ -297,7 +222,7 @@ def run(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn = cross_en
     """Train on one rank (DDP when ``world_size > 1``: MASTER_ADDR / MASTER_PORT from the environment).
 
     ``loss_fn(logits, batch)``: the training loss (see ``cross_entropy_loss``; distillation plugs its own).
-    ``extra_fields``: extra training batch fields for it (see ``asr_kd.datamodule``).
+    ``extra_fields``: extra training batch fields for it (see :mod:`asr_kd.trainer.data`).
     Returns the run summary (the ``done`` file), or None when stopped early by ``max_steps``.
     """
     if not isinstance(cfg.model, ModelConfig):

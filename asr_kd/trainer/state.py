@@ -1,11 +1,13 @@
-"""Resumable training state: checkpoints with optimizer / scheduler / sampler / RNG, config checks, done marker.
+"""Resumable training state: checkpoints with optimizer / scheduler / RNG and the loop's position, config
+checks, the done marker.
 
-Every checkpoint is in the toolkit's one format (``asr_kd.models.checkpoint``: ``load_model(path)``
-rebuilds the model from any of them). The trainer's part, in ``extra``::
+Every checkpoint is in the toolkit's one model file format (:mod:`asr_kd.models.checkpoint`:
+``load_model(path)`` rebuilds the model from any of them). The trainer's part, in ``extra``::
 
     train_config                          the resolved TrainConfig (plain dict)
-    optimizer, scheduler, sampler         state_dicts (sampler: lhotse's, for the record; the position is below)
+    optimizer, scheduler                  state_dicts
     state                                 epoch and batch_idx to resume at, step, total_steps, best_valid_acc, ...
+                                          (the sampler's position is (epoch, batch_idx): see ResumableSampler)
     rng                                   python / numpy / torch (/ CUDA) RNG states of every rank
 
 (``best-valid-acc.pt`` holds only ``train_config``, ``valid``, ``epoch``, ``step``.)
@@ -103,14 +105,14 @@ def save_model_checkpoint(path: Path, model: nn.Module, cfg: Any, extra: dict | 
 
 
 def save_train_state(exp_dir: Path, names: Sequence[str], model: nn.Module, cfg: Any, optimizer, scheduler,
-                     sampler, state: dict, rank: int, world_size: int) -> None:  # fmt: skip
+                     state: dict, rank: int, world_size: int) -> None:  # fmt: skip
     """Collective (all ranks call it): rank 0 writes the resumable checkpoint under each of ``names``."""
     rng = _gather_rng(world_size)
     if rank != 0:
         return
     extra = {
         "train_config": plain(cfg), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "sampler": sampler.state_dict(), "state": dict(state), "rng": rng,
+        "state": dict(state), "rng": rng,
     }  # fmt: skip
     first = save_checkpoint(exp_dir / names[0], model, cfg.model, extra)
     for name in names[1:]:

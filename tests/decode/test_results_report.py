@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from asr_kd.report import gain_recovered, load_records, make_report
+from asr_kd.decode.report import gain_recovered, load_records, make_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -171,7 +171,7 @@ def test_duplicate_roles_warn_and_duplicate_names_fail(tmp_path, caplog):
 
 
 def test_ensemble_members_are_summarised() -> None:
-    from asr_kd.report import _arch
+    from asr_kd.decode.tables import _arch
 
     assert _arch({"arch": ["tdnn"] * 3, "size": ["teacher"] * 3}) == "3 x tdnn / teacher"
     assert _arch({"arch": ["dnn", "tdnn"], "size": ["teacher", "teacher"]}) == "dnn / teacher + tdnn / teacher"

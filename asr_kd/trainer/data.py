@@ -1,15 +1,15 @@
-"""The one datamodule of the toolkit: lhotse samplers, frame-level collation, SpecAugment, DataLoaders.
+"""The trainer's data: lhotse samplers, frame batches (:mod:`asr_kd.batch`), SpecAugment, DataLoaders.
 
 Usage::
 
-    from asr_kd.datamodule import DataConfig, FrameDataModule
+    from asr_kd.trainer import DataConfig, FrameDataModule
 
-    dm = FrameDataModule(DataConfig(train_cuts="data/ali/synth_digits_cuts_train.jsonl.gz",
-                                    valid_cuts="data/ali/synth_digits_cuts_dev.jsonl.gz", max_duration=200))
+    dm = FrameDataModule(DataConfig(train_cuts="data/ali/cuts_train.jsonl.gz",
+                                    valid_cuts="data/ali/cuts_dev.jsonl.gz", max_duration=200))
     for batch in dm.train_dataloader(epoch=1):
         batch["features"]      # (B, T, 80) float32, zero-padded
         batch["lengths"]       # (B,) int64, frames
-        batch["frame_labels"]  # (B, T) int64 pdf ids, -100 on padding
+        batch["frame_labels"]  # (B, T) int64 pdf ids, IGNORE_INDEX (-100) on padding
         batch["cut_ids"]       # list of B cut ids, in the row order of the tensors
 
 Extra per-batch fields (the distillation stage's soft targets) plug in as ``extra_fields``: a dict
@@ -29,7 +29,6 @@ import random
 import re
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -39,29 +38,11 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.dataset.sampling.base import CutSampler
 from torch.utils.data import DataLoader, Dataset
 
-IGNORE_INDEX = -100  # frame label of padding frames (torch cross_entropy's default ignore_index)
+from asr_kd.batch import IGNORE_INDEX, load_cut, pad_frames
+from asr_kd.trainer.config import DataConfig
 
 ExtraField = Callable[[CutSet, torch.Tensor], Any]  # fn(cuts, lengths (B,)) -> a batch field
 DUPLICATE_ID = re.compile(r"_dup\d+$")  # lhotse's suffix on cuts repeated to give every DDP rank a batch
-
-
-@dataclass
-class DataConfig:
-    train_cuts: str = "data/ali/synth_digits_cuts_train.jsonl.gz"  # aligned training cuts (frame_labels field)
-    valid_cuts: str = "data/ali/synth_digits_cuts_dev.jsonl.gz"  # aligned validation cuts
-    max_duration: float = 200.0  # seconds of audio per batch (per DDP rank)
-    num_buckets: int = 10  # duration buckets of the training sampler
-    shuffle: bool = True  # shuffle the training cuts (reservoir shuffle, seeded by seed + epoch)
-    drop_last: bool = False  # drop incomplete training batches
-    num_workers: int = 2  # DataLoader worker processes (0: load in the training process)
-    spec_augment: bool = True  # SpecAugment-style masking of training features (labels never change)
-    num_freq_masks: int = 2  # frequency masks per utterance
-    freq_mask_width: int = 10  # max width of a frequency mask, in mel bins
-    num_time_masks: int = 2  # time masks per utterance
-    time_mask_width: int = 20  # max width of a time mask, in frames
-    time_mask_max_ratio: float = 0.2  # a time mask covers at most this share of an utterance's frames
-    train_fraction: float = 1.0  # train on this share of the training cuts (the paper's 3% experiment)
-    subset_seed: int = 0  # picks the train_fraction subset: the same cuts for every model and seed
 
 
 def read_cuts(cuts: CutSet | str | Path, lazy: bool = False) -> CutSet:
@@ -141,32 +122,15 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cut_list = list(cuts)
-        feats = [torch.from_numpy(c.load_features()).float() for c in cut_list]
-        labels = [self._labels(c, f.shape[0]) for c, f in zip(cut_list, feats)] if self.with_labels else None
+        loaded = [load_cut(c, "required" if self.with_labels else "none") for c in cut_list]
+        feats = [f for f, _ in loaded]
         if self.spec_augment is not None:
             feats = self._augment(feats, [c.id for c in cut_list])
-        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
-        batch: dict[str, Any] = {
-            "features": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
-            "lengths": lengths,
-            "cut_ids": [c.id for c in cut_list],
-        }
-        if labels is not None:
-            batch["frame_labels"] = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True,
-                                                                    padding_value=IGNORE_INDEX)  # fmt: skip
+        labels = [y for _, y in loaded] if self.with_labels else None
+        batch = pad_frames(feats, labels, [c.id for c in cut_list])
         for name, fn in self.extra_fields.items():
-            batch[name] = fn(cuts, lengths)
+            batch[name] = fn(cuts, batch["lengths"])
         return batch
-
-    @staticmethod
-    def _labels(cut, num_frames: int) -> torch.Tensor:
-        if not cut.has_custom("frame_labels"):
-            raise ValueError(f"cut {cut.id} has no 'frame_labels' field: train on the align stage's cuts")
-        labels = torch.from_numpy(cut.load_frame_labels().astype("int64"))
-        if labels.shape != (num_frames,):
-            raise ValueError(f"cut {cut.id}: frame_labels has shape {tuple(labels.shape)}, "
-                             f"expected ({num_frames},) like its features")  # fmt: skip
-        return labels
 
     def _augment(self, feats: list[torch.Tensor], cut_ids: list[str]) -> list[torch.Tensor]:
         # fork the CPU generator: the masks never perturb the training process's random stream
@@ -191,9 +155,6 @@ class ResumableSampler:
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch, self.skip_batches = epoch, skip_batches
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict()
 
     def __iter__(self) -> Iterator[CutSet]:
         self.sampler.set_epoch(self.epoch)

@@ -1,17 +1,16 @@
-"""The datamodule: collation and padding, the extra-field hook, SpecAugment, DDP sharding, resumption."""
+"""The trainer's data module: collation and padding, the extra-field hook, SpecAugment, DDP sharding, resumption."""
 
 import numpy as np
 import pytest
 import torch
 from lhotse import CutSet
-from train_fixtures import make_cuts
-
-from asr_kd.datamodule import DataConfig, FrameDataModule, FrameDataset, SpecAugment, ignore_duplicates, read_cuts
+from asr_kd.trainer import DataConfig
+from asr_kd.trainer.data import FrameDataModule, FrameDataset, SpecAugment, ignore_duplicates, read_cuts
 
 
 @pytest.fixture(scope="module")
-def cuts_path(tmp_path_factory):
-    return make_cuts(tmp_path_factory.mktemp("cuts"), "train", 24, seed=3)
+def cuts_path(tmp_path_factory, frame_data):
+    return frame_data.make_cuts(tmp_path_factory.mktemp("cuts"), "train", 24, seed=3)
 
 
 def _config(path, **kw) -> DataConfig:
@@ -118,7 +117,7 @@ def test_workers_give_the_same_batches(cuts_path):
 
 
 def test_train_fraction_picks_the_same_subset_for_every_seed(cuts_path, tmp_path):
-    from asr_kd.datamodule import training_subset
+    from asr_kd.trainer.data import training_subset
 
     all_ids = sorted(read_cuts(cuts_path).ids)
     sub = sorted(training_subset(_config(cuts_path, train_fraction=0.25)).ids)

@@ -10,10 +10,9 @@ from lhotse import CutSet
 from asr_kd.data.g2p import ARPABET_PHONES
 from asr_kd.data.lang import Lang
 
-sys.path.insert(0, str(Path(__file__).parent / "data_prep"))
-from minicorpora import LIBRISPEECH_EXPECTED, build_mini_librispeech  # noqa: E402
+from minicorpora import LIBRISPEECH_EXPECTED, build_mini_librispeech
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_librispeech_recipe_stages_0_3(tmp_path):

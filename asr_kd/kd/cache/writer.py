@@ -1,42 +1,6 @@
-"""The on-disk soft-target cache: ensemble posteriors at temperature T as lhotse custom fields on cuts.
+"""Writing a soft-target cache: one HDF5 shard at a time, resumable and sharded by rank, then the merge.
 
-Usage (the cache stage; every rank runs the first two calls, rank 0 the merge once all ranks are done)::
-
-    from asr_kd.kd.cache import (cache_metadata, collate_soft_targets, load_soft_target_cuts,
-                                 merge_soft_target_shards, prepare_cache_dir, write_soft_target_shards)
-    prepare_cache_dir(cache_dir, cache_metadata(teacher_paths, temperature=2.0, num_pdfs=87, k=16))
-    write_soft_target_shards(cuts, posteriors_fn, cache_dir, "train", num_shards=8, rank=r, world_size=w)
-    merge_soft_target_shards(cache_dir, "train", num_shards=8)              # -> cuts_soft_train.jsonl.gz
-
-    # the distill stage
-    cuts = load_soft_target_cuts(cache_dir, "train", expected={"temperature": 2.0, "num_pdfs": 87})
-    batch = collate_soft_targets(cuts_of_a_batch)        # (B, T, P) probabilities + frame counts
-
-``posteriors_fn(list_of_cuts) -> [(T_i, P) probabilities]`` runs the teachers and ``ensemble_posteriors``.
-
-Layout of ``cache_dir``::
-
-    metadata.json                                    teachers + sha256, T, mode, weights, k, ... (cache_metadata)
-    cuts_soft_<split>.jsonl.gz                       merged cut manifest, sorted by cut id (written last)
-    shards/soft_targets_<split>.<i>-of-<n>.h5        one HDF5 file per shard (NumpyHdf5Writer)
-    shards/cuts_soft_<split>.<i>-of-<n>.jsonl.gz     its cuts; written only once the .h5 is complete
-
-Shard i of n holds a contiguous slice of the split's sorted cut ids (``shard_slice``); rank r writes shards
-r, r + w, r + 2w, ... (``shards_of_rank``). A shard is written to ``shards/.tmp.<pid>.<name>.h5``, renamed
-when all its cuts are in, and only then gets its manifest: the manifest marks a complete shard. A resumed
-run skips complete shards and deletes partial ones (temporary files, or an .h5 without its manifest).
-
-Custom fields on each cut (lookup by cut id through the manifest, never by batch position):
-
-- dense storage: ``soft_targets``, a ``TemporalArray`` of ``(T, P)`` float16 probabilities;
-- top-k storage: ``soft_target_ids`` ``(T, k)`` int16 (int32 when P > 32768) pdf ids, most probable first,
-  and ``soft_target_probs`` ``(T, k)`` float16, the teacher ensemble's probabilities as they are (not
-  renormalised); the remaining mass ``1 - sum(top-k)`` is spread uniformly over the other P - k pdfs when
-  a full distribution is needed (``asr_kd.kd.topk``; the sparse loss uses the same rule);
-- both: ``soft_target_num_pdfs`` (int).
-
-``soft_targets_of(cut)`` gives the ``(T, P)`` float32 distribution either way; rows sum to 1 (a dense row
-is divided by its sum, which removes the fp16 rounding of the total).
+See the package docstring (:mod:`asr_kd.kd.cache`) for the layout and the fields.
 """
 
 from __future__ import annotations
@@ -45,62 +9,25 @@ import glob
 import logging
 import os
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from lhotse import CutSet, NumpyHdf5Writer
 from tqdm import tqdm
 
-from asr_kd.kd.cache_metadata import (  # noqa: F401 (re-exported: one import for the cache stage)
-    CacheMismatchError, bytes_per_frame, cache_metadata, check_metadata, cut_ids_sha256, id_dtype_for,
-    prepare_cache_dir, read_metadata, record_split,
+from asr_kd.kd.cache.layout import (
+    FIELD_DENSE, FIELD_IDS, FIELD_NUM_PDFS, FIELD_PROBS, is_shard_complete, merged_manifest_path, num_stored_frames,
+    shard_name, shard_paths, shard_slice, shards_of_rank,
 )  # fmt: skip
-from asr_kd.kd.topk import densify_topk, topk_posteriors
+from asr_kd.kd.cache.metadata import CacheMismatchError, cut_ids_sha256, id_dtype_for, read_metadata, record_split
+from asr_kd.kd.cache.topk import topk_posteriors
 from asr_kd.utils import atomic_output, tmp_path_for
 
-SHARDS_DIR = "shards"
-FIELD_DENSE = "soft_targets"
-FIELD_IDS = "soft_target_ids"
-FIELD_PROBS = "soft_target_probs"
-FIELD_NUM_PDFS = "soft_target_num_pdfs"
 DEFAULT_FRAME_SHIFT = 0.01  # seconds; used only for cuts without features (which carry their own)
 SUM_TOLERANCE = 1e-3  # |row sum - 1| accepted from posteriors_fn (catches logits passed by mistake)
 
 PosteriorsFn = Callable[[list], Sequence["np.ndarray | torch.Tensor"]]
-
-
-def shard_name(split: str, shard: int, num_shards: int) -> str:
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"shard must be in [0, num_shards={num_shards}), got {shard}")
-    return f"{split}.{shard:05d}-of-{num_shards:05d}"
-
-
-def shard_slice(num_cuts: int, shard: int, num_shards: int) -> slice:
-    """Contiguous, balanced slice of the sorted cut ids held by ``shard`` (sizes differ by at most 1)."""
-    size, extra = divmod(num_cuts, num_shards)
-    start = shard * size + min(shard, extra)
-    return slice(start, start + size + (shard < extra))
-
-
-def shards_of_rank(rank: int, world_size: int, num_shards: int) -> list[int]:
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    return list(range(rank, num_shards, world_size))
-
-
-def shard_paths(cache_dir: Path | str, name: str) -> tuple[Path, Path]:
-    """``(h5, manifest)`` of shard ``name``."""
-    shards = Path(cache_dir) / SHARDS_DIR
-    return shards / f"soft_targets_{name}.h5", shards / f"cuts_soft_{name}.jsonl.gz"
-
-
-def merged_manifest_path(cache_dir: Path | str, split: str) -> Path:
-    return Path(cache_dir) / f"cuts_soft_{split}.jsonl.gz"
-
-
-def is_shard_complete(cache_dir: Path | str, name: str) -> bool:
-    return shard_paths(cache_dir, name)[1].is_file()
 
 
 class SoftTargetWriter:
@@ -142,7 +69,7 @@ class SoftTargetWriter:
         os.replace(self.tmp_path, self.h5_path)
         with atomic_output(self.manifest_path) as tmp:
             CutSet.from_cuts(self.cuts).to_file(tmp)
-        frames = sum(_num_stored_frames(c) for c in self.cuts)
+        frames = sum(num_stored_frames(c) for c in self.cuts)
         size = self.h5_path.stat().st_size
         logging.info(f"shard {self.name}: {len(self.cuts)} cuts, {frames} frames, {size / 2**20:.1f} MiB "
                      f"({size / max(frames, 1):.1f} bytes/frame with HDF5 overhead)")  # fmt: skip
@@ -281,107 +208,7 @@ def merge_soft_target_shards(cache_dir: Path | str, split: str, num_shards: int,
     with atomic_output(path) as tmp:
         CutSet.from_cuts(merged).to_file(tmp)
     info = {"num_cuts": len(ids), "cut_ids_sha256": cut_ids_sha256(ids), "num_shards": num_shards,
-            "num_frames": sum(_num_stored_frames(c) for c in merged), "manifest": path.name}  # fmt: skip
+            "num_frames": sum(num_stored_frames(c) for c in merged), "manifest": path.name}  # fmt: skip
     record_split(cache_dir, split, info)
     logging.info(f"merged {num_shards} shards of {split}: {len(ids)} cuts, {info['num_frames']} frames -> {path}")
     return path
-
-
-def _num_stored_frames(cut) -> int:
-    field = FIELD_PROBS if cut.has_custom(FIELD_PROBS) else FIELD_DENSE
-    return int(cut.custom[field].shape[0])
-
-
-def has_soft_targets(cut) -> bool:
-    return cut.has_custom(FIELD_DENSE) or (cut.has_custom(FIELD_IDS) and cut.has_custom(FIELD_PROBS))
-
-
-def load_soft_target_cuts(cache_dir: Path | str, split: str = "train", expected: dict | None = None,
-                          cuts: CutSet | Sequence | None = None) -> CutSet:  # fmt: skip
-    """The cuts of a merged split, checked against ``metadata.json``.
-
-    ``expected``: fields the cache must match (see ``check_metadata``), e.g. ``{"temperature": 2.0}``.
-    ``cuts``: when given, every one of them must be in the cache with as many frames as its soft targets;
-    the result is then ``cuts`` (same order) with the soft-target fields attached.
-    Raises CacheMismatchError naming the mismatching field or cut.
-    """
-    meta = read_metadata(cache_dir)
-    if expected:
-        check_metadata(meta, expected, where=Path(cache_dir) / "metadata.json")
-    info = meta.get("splits", {}).get(split)
-    path = merged_manifest_path(cache_dir, split)
-    if info is None or not path.is_file():
-        merged = sorted(meta.get("splits", {}))
-        raise FileNotFoundError(
-            f"{cache_dir} has no merged split {split!r} (merged: {merged}): run merge_soft_target_shards"
-        )
-    cached = CutSet.from_file(path)
-    ids = [c.id for c in cached]
-    if len(ids) != info["num_cuts"] or cut_ids_sha256(ids) != info["cut_ids_sha256"]:
-        raise CacheMismatchError(f"{path} does not match metadata.json (cut count / ids hash): re-run the merge")
-    for c in cached:
-        if not has_soft_targets(c):
-            raise CacheMismatchError(f"cut {c.id} has no soft targets in {path}")
-    if cuts is None:
-        return cached
-    by_id = {c.id: c for c in cached}
-    fields = (FIELD_DENSE,) if meta["storage"] == "dense" else (FIELD_IDS, FIELD_PROBS)
-    out = []
-    for cut in cuts:
-        src = by_id.get(cut.id)
-        if src is None:
-            raise CacheMismatchError(f"cut {cut.id} has no soft targets in {path}")
-        stored = _num_stored_frames(src)
-        if cut.num_frames is not None and cut.num_frames != stored:
-            raise CacheMismatchError(f"cut {cut.id} has {cut.num_frames} frames but its soft targets have {stored}")
-        for name in (*fields, FIELD_NUM_PDFS):
-            cut = cut.with_custom(name, src.custom[name])
-        out.append(cut)
-    return CutSet.from_cuts(out)
-
-
-def soft_targets_of(cut) -> np.ndarray:
-    """``(T, P)`` float32 soft targets of ``cut``; rows sum to 1 (top-k completed by the module's rule)."""
-    if cut.has_custom(FIELD_IDS) and cut.has_custom(FIELD_PROBS):
-        ids = torch.from_numpy(cut.load_custom(FIELD_IDS).astype(np.int64))
-        probs = torch.from_numpy(cut.load_custom(FIELD_PROBS).astype(np.float32))
-        return densify_topk(ids, probs, int(cut.custom[FIELD_NUM_PDFS])).numpy()
-    if cut.has_custom(FIELD_DENSE):
-        probs = cut.load_custom(FIELD_DENSE).astype(np.float32)
-        return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
-    raise CacheMismatchError(f"cut {cut.id} has no soft targets (no custom field {FIELD_DENSE!r} or {FIELD_IDS!r})")
-
-
-class SoftTargetBatch(NamedTuple):
-    probs: torch.Tensor  # (B, T, P) float32 (dense), or (B, T, k) top-k probabilities (sparse); 0 on padding
-    ids: torch.Tensor | None  # (B, T, k) int64 pdf ids (sparse), 0 on padding; None (dense)
-    num_frames: torch.Tensor  # (B,) int64 frames per cut
-
-
-def collate_soft_targets(cuts: CutSet | Sequence, sparse: bool = False, pad_to: int | None = None) -> SoftTargetBatch:
-    """Soft targets of a batch of cuts, right-padded with zeros to the longest (or to ``pad_to`` frames).
-
-    ``sparse=True`` (top-k caches only) keeps them as ``(ids, probs)`` for ``sparse_distillation_loss``:
-    ``B T k`` instead of ``B T P`` values, for large P.
-    """
-    cuts = list(cuts)
-    if sparse:
-        no_topk = [c.id for c in cuts if not (c.has_custom(FIELD_IDS) and c.has_custom(FIELD_PROBS))]
-        if no_topk:
-            raise CacheMismatchError(f"sparse collation needs top-k soft targets; cut {no_topk[0]} has none")
-        arrays = [(c.load_custom(FIELD_IDS).astype(np.int64), c.load_custom(FIELD_PROBS).astype(np.float32))
-                  for c in cuts]  # fmt: skip
-    else:
-        arrays = [(None, soft_targets_of(c)) for c in cuts]
-    lengths = [p.shape[0] for _, p in arrays]
-    max_len = max(lengths, default=0) if pad_to is None else pad_to
-    if max_len < max(lengths, default=0):
-        raise ValueError(f"pad_to={pad_to} is shorter than the longest cut ({max(lengths)} frames)")
-    width = arrays[0][1].shape[1] if arrays else 0
-    probs = torch.zeros(len(cuts), max_len, width)
-    ids = torch.zeros(len(cuts), max_len, width, dtype=torch.int64) if sparse else None
-    for i, (cut_ids, cut_probs) in enumerate(arrays):
-        probs[i, : lengths[i]] = torch.from_numpy(cut_probs)
-        if sparse:
-            ids[i, : lengths[i]] = torch.from_numpy(cut_ids)
-    return SoftTargetBatch(probs=probs, ids=ids, num_frames=torch.tensor(lengths, dtype=torch.int64))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from asr_kd.kd.topk import topk_posteriors, densify_topk
+    from asr_kd.kd.cache import densify_topk, topk_posteriors
     ids, probs = topk_posteriors(soft_targets, k=16)     # (..., 16) int64 pdf ids, (..., 16) probabilities
     full = densify_topk(ids, probs, num_pdfs=87)         # (..., 87), rows sum to 1
 

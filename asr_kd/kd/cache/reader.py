@@ -1,0 +1,110 @@
+"""Reading a soft-target cache: the merged cuts, checked against ``metadata.json``, and batch collation.
+
+See the package docstring (:mod:`asr_kd.kd.cache`) for the layout and the fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from lhotse import CutSet
+
+from asr_kd.kd.cache.layout import (
+    FIELD_DENSE, FIELD_IDS, FIELD_NUM_PDFS, FIELD_PROBS, has_soft_targets, merged_manifest_path, num_stored_frames,
+)  # fmt: skip
+from asr_kd.kd.cache.metadata import CacheMismatchError, check_metadata, cut_ids_sha256, read_metadata
+from asr_kd.kd.cache.topk import densify_topk
+
+
+def load_soft_target_cuts(cache_dir: Path | str, split: str = "train", expected: dict | None = None,
+                          cuts: CutSet | Sequence | None = None) -> CutSet:  # fmt: skip
+    """The cuts of a merged split, checked against ``metadata.json``.
+
+    ``expected``: fields the cache must match (see ``check_metadata``), e.g. ``{"temperature": 2.0}``.
+    ``cuts``: when given, every one of them must be in the cache with as many frames as its soft targets;
+    the result is then ``cuts`` (same order) with the soft-target fields attached.
+    Raises CacheMismatchError naming the mismatching field or cut.
+    """
+    meta = read_metadata(cache_dir)
+    if expected:
+        check_metadata(meta, expected, where=Path(cache_dir) / "metadata.json")
+    info = meta.get("splits", {}).get(split)
+    path = merged_manifest_path(cache_dir, split)
+    if info is None or not path.is_file():
+        merged = sorted(meta.get("splits", {}))
+        raise FileNotFoundError(
+            f"{cache_dir} has no merged split {split!r} (merged: {merged}): run merge_soft_target_shards"
+        )
+    cached = CutSet.from_file(path)
+    ids = [c.id for c in cached]
+    if len(ids) != info["num_cuts"] or cut_ids_sha256(ids) != info["cut_ids_sha256"]:
+        raise CacheMismatchError(f"{path} does not match metadata.json (cut count / ids hash): re-run the merge")
+    for c in cached:
+        if not has_soft_targets(c):
+            raise CacheMismatchError(f"cut {c.id} has no soft targets in {path}")
+    if cuts is None:
+        return cached
+    by_id = {c.id: c for c in cached}
+    fields = (FIELD_DENSE,) if meta["storage"] == "dense" else (FIELD_IDS, FIELD_PROBS)
+    out = []
+    for cut in cuts:
+        src = by_id.get(cut.id)
+        if src is None:
+            raise CacheMismatchError(f"cut {cut.id} has no soft targets in {path}")
+        stored = num_stored_frames(src)
+        if cut.num_frames is not None and cut.num_frames != stored:
+            raise CacheMismatchError(f"cut {cut.id} has {cut.num_frames} frames but its soft targets have {stored}")
+        for name in (*fields, FIELD_NUM_PDFS):
+            cut = cut.with_custom(name, src.custom[name])
+        out.append(cut)
+    return CutSet.from_cuts(out)
+
+
+def soft_targets_of(cut) -> np.ndarray:
+    """``(T, P)`` float32 soft targets of ``cut``; rows sum to 1 (top-k completed by the module's rule)."""
+    if cut.has_custom(FIELD_IDS) and cut.has_custom(FIELD_PROBS):
+        ids = torch.from_numpy(cut.load_custom(FIELD_IDS).astype(np.int64))
+        probs = torch.from_numpy(cut.load_custom(FIELD_PROBS).astype(np.float32))
+        return densify_topk(ids, probs, int(cut.custom[FIELD_NUM_PDFS])).numpy()
+    if cut.has_custom(FIELD_DENSE):
+        probs = cut.load_custom(FIELD_DENSE).astype(np.float32)
+        return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
+    raise CacheMismatchError(f"cut {cut.id} has no soft targets (no custom field {FIELD_DENSE!r} or {FIELD_IDS!r})")
+
+
+class SoftTargetBatch(NamedTuple):
+    probs: torch.Tensor  # (B, T, P) float32 (dense), or (B, T, k) top-k probabilities (sparse); 0 on padding
+    ids: torch.Tensor | None  # (B, T, k) int64 pdf ids (sparse), 0 on padding; None (dense)
+    num_frames: torch.Tensor  # (B,) int64 frames per cut
+
+
+def collate_soft_targets(cuts: CutSet | Sequence, sparse: bool = False, pad_to: int | None = None) -> SoftTargetBatch:
+    """Soft targets of a batch of cuts, right-padded with zeros to the longest (or to ``pad_to`` frames).
+
+    ``sparse=True`` (top-k caches only) keeps them as ``(ids, probs)`` for ``sparse_distillation_loss``:
+    ``B T k`` instead of ``B T P`` values, for large P.
+    """
+    cuts = list(cuts)
+    if sparse:
+        no_topk = [c.id for c in cuts if not (c.has_custom(FIELD_IDS) and c.has_custom(FIELD_PROBS))]
+        if no_topk:
+            raise CacheMismatchError(f"sparse collation needs top-k soft targets; cut {no_topk[0]} has none")
+        arrays = [(c.load_custom(FIELD_IDS).astype(np.int64), c.load_custom(FIELD_PROBS).astype(np.float32))
+                  for c in cuts]  # fmt: skip
+    else:
+        arrays = [(None, soft_targets_of(c)) for c in cuts]
+    lengths = [p.shape[0] for _, p in arrays]
+    max_len = max(lengths, default=0) if pad_to is None else pad_to
+    if max_len < max(lengths, default=0):
+        raise ValueError(f"pad_to={pad_to} is shorter than the longest cut ({max(lengths)} frames)")
+    width = arrays[0][1].shape[1] if arrays else 0
+    probs = torch.zeros(len(cuts), max_len, width)
+    ids = torch.zeros(len(cuts), max_len, width, dtype=torch.int64) if sparse else None
+    for i, (cut_ids, cut_probs) in enumerate(arrays):
+        probs[i, : lengths[i]] = torch.from_numpy(cut_probs)
+        if sparse:
+            ids[i, : lengths[i]] = torch.from_numpy(cut_ids)
+    return SoftTargetBatch(probs=probs, ids=ids, num_frames=torch.tensor(lengths, dtype=torch.int64))
