@@ -40,7 +40,7 @@ from asr_kd.utils import setup_logging
 COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS, **decode.COMMANDS, **report.COMMANDS}
 ORDER = (
     "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate",
-    "decode", "report", "stats",
+    "decode", "report", "stats", "write-config",
 )  # fmt: skip
 
 

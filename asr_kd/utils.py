@@ -57,6 +57,33 @@ def write_json(path: Path | str, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def settings_from_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=x y", "d=false"]`` -> ``{"a": 1, "b": {"c": "x y"}, "d": False}``.
+
+    A value is read as JSON when it is valid JSON (numbers, true/false, null, quoted strings), else kept
+    as the string it is; dots in a key nest it. ValueError names a pair without ``=`` or a key given twice.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"setting {pair!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"setting {pair!r}: {parent!r} is also given a value")
+        if leaf in node:
+            raise ValueError(f"setting {key!r} is given twice")
+        node[leaf] = value
+    return out
+
+
 def write_text(path: Path | str, text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_output(path) as tmp:

@@ -24,8 +24,13 @@ from lhotse import CutSet
 
 from asr_kd.data.lang import Lang
 from asr_kd.kd.cache import (
-    bytes_per_frame, cache_metadata, merge_soft_target_shards, prepare_cache_dir, soft_targets_of, write_soft_target_shards,
-)  # fmt: skip
+    bytes_per_frame,
+    cache_metadata,
+    merge_soft_target_shards,
+    prepare_cache_dir,
+    soft_targets_of,
+    write_soft_target_shards,
+)
 from asr_kd.utils import write_json
 
 

@@ -15,6 +15,8 @@ from lhotse.qa import validate_recordings_and_supervisions
 from asr_kd.data.lang import Lang
 from asr_kd.data.lexicon import read_lexicon
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
 

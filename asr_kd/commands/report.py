@@ -30,4 +30,23 @@ def _run_report(args) -> None:
     print(results["markdown"], end="")
 
 
-COMMANDS = {"report": (_add_report, _run_report)}
+def _add_write_config(sub) -> None:
+    p = sub.add_parser(
+        "write-config",
+        help="write KEY=VALUE settings as a JSON object (a recipe's resolved settings, recipe_config.json)",
+        description="Writes the settings as one JSON object, atomically. A value is read as JSON when it is "
+        "valid JSON (numbers, true/false, null), else kept as a string; dots in a key nest it "
+        "(recipe.name=x -> {\"recipe\": {\"name\": \"x\"}}).",
+    )
+    p.add_argument("output", type=Path, help="the JSON file to write, e.g. exp/<recipe>/recipe_config.json")
+    p.add_argument("settings", nargs="*", help="KEY=VALUE pairs")
+    add_common(p)
+
+
+def _run_write_config(args) -> None:
+    from asr_kd.utils import settings_from_pairs, write_json
+
+    write_json(args.output, settings_from_pairs(args.settings))
+
+
+COMMANDS = {"report": (_add_report, _run_report), "write-config": (_add_write_config, _run_write_config)}

@@ -71,8 +71,3 @@ def lexicon_from_counts(
         ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
         lexicon[word] = [p for i, (p, c) in enumerate(ranked) if i == 0 or c / total >= min_share]
     return lexicon
-
-
-def phone_set(lexicon: Lexicon) -> list[str]:
-    """Sorted set of the phones used by ``lexicon``."""
-    return sorted({p for prons in lexicon.values() for pron in prons for p in pron})

@@ -20,7 +20,6 @@ from typing import Any, Callable, NamedTuple
 
 from asr_kd.utils import write_json
 
-
 #: roles with a row or table of their own in the report, in the order of results.json's "models"; any
 #: other role (or null) is reported as an "other model"
 KNOWN_ROLES = (

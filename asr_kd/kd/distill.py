@@ -42,9 +42,14 @@ import torch.nn.functional as F
 
 from asr_kd.batch import IGNORE_INDEX
 from asr_kd.kd.cache import (
-    CacheMismatchError, SoftTargetBatch, collate_soft_targets, config_sha256, load_soft_target_cuts,
-    merged_manifest_path, read_metadata,
-)  # fmt: skip
+    CacheMismatchError,
+    SoftTargetBatch,
+    collate_soft_targets,
+    config_sha256,
+    load_soft_target_cuts,
+    merged_manifest_path,
+    read_metadata,
+)
 from asr_kd.kd.ensemble import check_temperature
 from asr_kd.kd.losses import distillation_terms
 from asr_kd.models import ModelConfig

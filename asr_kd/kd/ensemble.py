@@ -6,7 +6,7 @@ Usage::
     logits = torch.stack([teacher(feats) for teacher in teachers])   # (K, B, T, P)
     soft_targets = ensemble_posteriors(logits, temperature=2.0)       # (B, T, P), rows sum to 1
 
-Definitions (DESIGN.md), with ``z_k`` the logits of teacher ``k`` and ``w`` the weights (uniform by default):
+Definitions (docs/design.md), with ``z_k`` the logits of teacher ``k`` and ``w`` the weights (uniform by default):
 
 - arithmetic (default, as in Hinton et al. 2015): ``p = sum_k w_k softmax(z_k / T)``
 - geometric: ``p ∝ exp(sum_k w_k log_softmax(z_k / T))``, renormalised over the P pdfs.

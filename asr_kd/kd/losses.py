@@ -6,7 +6,7 @@ Usage::
     loss = distillation_loss(student_logits, soft_targets, frame_labels, temperature=2.0, alpha=0.5)
     loss = sparse_distillation_loss(student_logits, target_ids, target_probs, frame_labels, 2.0, 0.5)
 
-Per frame (DESIGN.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)``, with ``p_T`` the ensemble
+Per frame (docs/design.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)``, with ``p_T`` the ensemble
 soft targets at temperature T, ``q_T = softmax(z / T)`` the student's posteriors at T, ``q_1`` at T = 1 and
 ``y`` the frame label. The T² keeps the soft term's gradients on the scale of the hard term's when T changes.
 α = 0 is plain cross entropy on the labels (no soft targets needed); α = 1 is pure distillation (no labels

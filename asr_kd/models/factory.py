@@ -18,7 +18,7 @@ teacher-xl     GPU teacher (about 25-35 M)
 ``parameter_table(num_pdfs)`` gives the exact counts. Usage::
 
     model = build_model(ModelConfig(arch="tdnn", size="teacher", num_pdfs=87))
-    model = dnn_student(87, dropout=0.0)  # = build_model(ModelConfig("dnn", "student", 87, dropout=0.0))
+    model = build_model(ModelConfig("dnn", "student", 87, dropout=0.0, overrides={"num_layers": 2}))
     logits = model(feats, feat_lens)  # (B, T, F), (B,) -> (B, T, 87)
 """
 
@@ -148,48 +148,3 @@ def parameter_table(num_pdfs: int, feature_dim: int = 80) -> str:
     for arch, by_size in counts.items():
         lines.append(f"| {arch} | " + " | ".join(f"{by_size[s] / 1e6:.2f} M" for s in SIZE_NAMES) + " |")
     return "\n".join(lines)
-
-
-def _named(arch: str, size: str, num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """Shared builder of the named variants; ``kwargs``: other ModelConfig fields."""
-    return build_model(ModelConfig(arch=arch, size=size, num_pdfs=num_pdfs, **kwargs))
-
-
-def dnn_teacher(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """Context-window DNN, teacher size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("dnn", "teacher", num_pdfs, **kwargs)
-
-
-def dnn_student(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """Context-window DNN, student size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("dnn", "student", num_pdfs, **kwargs)
-
-
-def tdnn_teacher(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """TDNN, teacher size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("tdnn", "teacher", num_pdfs, **kwargs)
-
-
-def tdnn_student(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """TDNN, student size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("tdnn", "student", num_pdfs, **kwargs)
-
-
-def blstm_teacher(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """BLSTM, teacher size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("blstm", "teacher", num_pdfs, **kwargs)
-
-
-def blstm_student(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """BLSTM, student size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("blstm", "student", num_pdfs, **kwargs)
-
-
-def conformer_teacher(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """Conformer, teacher size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("conformer", "teacher", num_pdfs, **kwargs)
-
-
-def conformer_student(num_pdfs: int, **kwargs: Any) -> nn.Module:
-    """Conformer, student size; ``kwargs``: feature_dim, dropout, overrides."""
-    return _named("conformer", "student", num_pdfs, **kwargs)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What was run on the lent H100 (16 cores) for the distillation sweep: the synth_digits recipe's stages
 # 0-4 on the GPU, then recipes/synth_digits/local/kd_sweep.sh. Figures go to $OUT (device tool) or ./gpu_out.
-# Run from the repository root, after ../shared/gpu/fetch-wheels.sh, carrying .whl.
+# Run from the repository root, after bench/gpu/fetch_wheels.sh, with the .whl folder beside it.
 set -uo pipefail
 . "$(dirname "$0")/setup.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"

@@ -1,5 +1,5 @@
 # Sourced by the bench/gpu scripts on the GPU machine: installs the carried wheels (.whl, made by
-# ../shared/gpu/fetch-wheels.sh) into /tmp/site, puts the repository on PYTHONPATH and an `asr-kd`
+# bench/gpu/fetch_wheels.sh) into /tmp/site, puts the repository on PYTHONPATH and an `asr-kd`
 # launcher on PATH (the package is not pip-installed there), and makes $OUT.
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl

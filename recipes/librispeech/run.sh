@@ -3,7 +3,7 @@
 # synthetic recipe. Needs the corpus on disk, or internet for stage 0's download.
 #
 # Usage (from the repository root):
-#   recipes/librispeech/run.sh                                  # download mini LibriSpeech, stages 0-2
+#   recipes/librispeech/run.sh                                  # download mini LibriSpeech, all stages
 #   recipes/librispeech/run.sh --dl-dir /corpora --download false
 #   recipes/librispeech/run.sh --dataset-parts "train-clean-100 dev-clean test-clean" --nj 16
 #
@@ -18,8 +18,8 @@
 #                exp/librispeech/cache-T<T>/; frame accuracy of the teachers, their mean and the ensemble
 #   6  distill   hard-label and distilled students, both also on $small_fraction of the data, and the T sweep
 #   7  decode    every model on $test_split (WER, frame accuracy), asr-kd report -> exp/librispeech/RESULTS.md
-#   (stages 4-7 are recipes/shared/kd_stages.sh, as in recipes/synth_digits/run.sh; only stages 0-3 are
-#   tested, on a miniature corpus)
+#   (stages 1-3 are recipes/shared/data_stages.sh and 4-7 recipes/shared/kd_stages.sh, as in
+#   recipes/synth_digits/run.sh; the tests run stages 0-3 on a miniature corpus)
 #
 # Expected input tree (what stage 0 downloads):
 #   $dl_dir/LibriSpeech/{train-clean-5,dev-clean-2}/<speaker>/<chapter>/*.flac, *.trans.txt
@@ -36,6 +36,8 @@ splits="train-clean-5 dev-clean-2"     # the parts to align
 valid_split=dev-clean-2                # validation part of the models
 test_split=dev-clean-2                 # decoded in stage 7 (mini LibriSpeech has no test part)
 tune_split=""                          # dev part for the acoustic scale; "" keeps $acoustic_scale fixed
+# Settings of stages 4-7 whose LibriSpeech values differ from recipes/shared/kd_stages.sh's defaults; the
+# others (temperature, alpha, small_fraction, ...: `recipes/shared/kd_stages.sh --help`) are handed on.
 teachers="tdnn:teacher:1 conformer:teacher:2 dnn:teacher:3"   # arch:size:seed of each teacher
 teacher_epochs=10
 spec_augment=true
@@ -43,34 +45,22 @@ max_duration=200
 lr=1e-3
 warmup_steps=200
 num_workers=2
-temperature=2.0
 k=16              # top-k soft targets (0: dense)
-student="tdnn:student:7"
 student_epochs=10
-alpha=0.5
-small_fraction=0.03
-small_epochs=50
-small_alpha=0.9
-sweep_temperatures="1 4"
-lm_order=3
 acoustic_scale=0.1  # a number, or "tune" with --tune-split (e.g. --test-split test-clean --tune-split dev-clean)
+kd_settings=(teachers teacher_epochs spec_augment max_duration lr warmup_steps num_workers k student_epochs
+             acoustic_scale)
 device=auto
 data=data
 exp=exp/librispeech
 
-conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
-. "$(dirname "$0")/../shared/load_conf.sh" "$@"
-. "$(dirname "$0")/../shared/parse_options.sh"
-. "$(dirname "$0")/../shared/log.sh"
-cd "$(dirname "$0")/../.."   # recipes run from the repository root
+. "$(dirname "$0")/../shared/prologue.sh" "$@"   # --conf, the flags, log(), cd to the repository root
 
 manifests=$data/manifests
-fbank=$data/fbank
 lang=$data/lang_librispeech
 ali=$data/ali
-mkdir -p "$exp/log"
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   if [ "$download" = true ] && [ ! -f "$dl_dir/.librispeech.downloaded" ]; then
     log "Stage 0: download LibriSpeech ($dataset_parts) to $dl_dir"
     # shellcheck disable=SC2086
@@ -87,41 +77,17 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   asr-kd stats --manifest-dir "$manifests" --corpus librispeech > "$exp/corpus_stats.json"
 fi
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: compute fbank features"
-  if [ ! -f "$fbank/.librispeech.done" ]; then
-    asr-kd features --manifest-dir "$manifests" --corpus librispeech --output-dir "$fbank" --nj "$nj" \
-      --log-file "$exp/log/features.log"
-    touch "$fbank/.librispeech.done"
-  fi
-fi
-
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: prepare $lang"
-  if [ ! -f "$lang/.done" ]; then
-    asr-kd lang --lexicon "$manifests/librispeech_lexicon.txt" --lang-dir "$lang" \
-      --log-file "$exp/log/lang.log"
-    touch "$lang/.done"
-  fi
-fi
-
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: flat-start forced alignment"
-  if [ ! -f "$ali/.librispeech.done" ]; then
-    # shellcheck disable=SC2086
-    asr-kd align --cuts-dir "$fbank" --corpus librispeech --lang-dir "$lang" --output-dir "$ali" \
-      --exp-dir "$exp/align" --splits $splits --train-split "$train_split" --nj "$nj" \
-      --log-file "$exp/log/align.log"
-    touch "$ali/.librispeech.done"
-  fi
-fi
+# stages 1-3: features, lang, alignment (shared with the other recipes)
+recipes/shared/data_stages.sh --stage "$stage" --stop-stage "$stop_stage" --corpus librispeech --data "$data" \
+  --lang "$lang" --exp "$exp" --nj "$nj" --align-opts "--splits $splits --train-split $train_split"
 
 # stages 4-7: teachers, cache, students, decoding and the report (shared with the other recipes)
-train_cuts=$ali/librispeech_cuts_$train_split.jsonl.gz
-valid_cuts=$ali/librispeech_cuts_$valid_split.jsonl.gz
-test_cuts=$ali/librispeech_cuts_$test_split.jsonl.gz
+kd_flags=(); for name in "${kd_settings[@]}"; do kd_flags+=("--${name//_/-}" "${!name}"); done
 tune_cuts=""; [ -n "$tune_split" ] && tune_cuts=$ali/librispeech_cuts_$tune_split.jsonl.gz
-recipe_config="{\"name\": \"librispeech\", \"dataset_parts\": \"$dataset_parts\", \"train_split\": \"$train_split\"}"
-. recipes/shared/kd_stages.sh
+recipes/shared/kd_stages.sh --stage "$stage" --stop-stage "$stop_stage" --exp "$exp" --lang "$lang" \
+  --train-cuts "$ali/librispeech_cuts_$train_split.jsonl.gz" --valid-cuts "$ali/librispeech_cuts_$valid_split.jsonl.gz" \
+  --test-cuts "$ali/librispeech_cuts_$test_split.jsonl.gz" --tune-cuts "$tune_cuts" --nj "$nj" --device "$device" \
+  --recipe-settings "name=librispeech dataset_parts=${dataset_parts// /,} train_split=$train_split" \
+  "${kd_flags[@]}" ${conf:+--conf "$conf"} "${extra_options[@]}"
 
 log "Done (stages $stage..$stop_stage)."

@@ -1,17 +1,60 @@
 #!/usr/bin/env bash
 # Stages 4-7 shared by the recipes: teachers, the soft-target cache, the students, decoding and the report.
-# Sourced by recipes/<corpus>/run.sh after its own stages 0-3, from the repository root, with these set:
-#   stage stop_stage nj device exp lang          the usual recipe variables
-#   train_cuts valid_cuts test_cuts              aligned cuts (frame_labels) of the three roles
-#   tune_cuts                                    dev cuts for the acoustic scale ("" if there are none)
-#   teachers teacher_epochs spec_augment max_duration num_workers lr warmup_steps
-#   temperature k student student_epochs alpha small_fraction small_epochs small_alpha
-#   sweep_temperatures lm_order acoustic_scale ("tune" needs tune_cuts)   (see recipes/synth_digits/run.sh)
-#   recipe_config                                JSON object of the recipe's own settings, for results.json
+# A recipe runs it after its stages 0-3, from the repository root, with every input given as a flag
+# (the defaults below are the generic ones; recipes pass their own):
+#
+#   recipes/shared/kd_stages.sh --stage 4 --stop-stage 7 --exp exp/synth_digits --lang data/lang \
+#       --train-cuts data/ali/synth_digits_cuts_train.jsonl.gz --valid-cuts data/ali/synth_digits_cuts_dev.jsonl.gz \
+#       --test-cuts data/ali/synth_digits_cuts_test.jsonl.gz --tune-cuts data/ali/synth_digits_cuts_dev.jsonl.gz \
+#       --recipe-settings "name=synth_digits hours=1.0 seed=42"
 #
 # Outputs under $exp: teacher-<i>/, cache-T<T>/, teachers.json, student-{hard,kd}/, student-{hard,kd}-small/,
-# student-kd-T<T>/, students.json, decode/ (recogs-*, errs-*, wer-summary-*, result-*.json), results.json,
-# RESULTS.md, temperature_sweep.png.
+# student-kd-T<T>/, students.json, decode/ (recogs-*, errs-*, wer-summary-*, result-*.json),
+# recipe_config.json (every setting below, resolved), results.json, RESULTS.md, temperature_sweep.png.
+set -euo pipefail
+
+stage=4
+stop_stage=7
+exp=""              # the recipe's experiment directory (the aligner's pdf_counts.txt in $exp/align)
+lang=""             # the lang directory
+train_cuts=""       # aligned cuts (frame_labels) the models train on
+valid_cuts=""       # aligned cuts for validation (best checkpoint) and frame accuracy
+test_cuts=""        # aligned cuts decoded in stage 7
+tune_cuts=""        # dev cuts for the acoustic scale ("" if there are none: then acoustic_scale is a number)
+nj=2                # parallel decoding jobs
+device=auto
+teachers="tdnn:teacher:1 tdnn:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher
+teacher_epochs=8
+spec_augment=false  # SpecAugment masking of the training features
+max_duration=100    # seconds of audio per batch
+lr=2e-3             # AdamW peak learning rate of every model
+warmup_steps=40
+num_workers=0       # DataLoader workers (0: load in the training process)
+temperature=2.0     # of the cached ensemble posteriors
+k=0                 # pdfs kept per frame in the cache (0: dense fp16)
+student="tdnn:student:7"  # arch:size:seed of the student
+student_epochs=12
+alpha=0.5           # weight of the soft-target term in the distillation loss
+small_fraction=0.03 # the paper's Table 5: students trained on this share of the training data
+small_epochs=50
+small_alpha=0.9
+sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
+lm_order=3          # n-gram LM of the decoding graph, trained on the training transcripts
+acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tune-cuts); or a number
+recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
+conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
+
+options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj device teachers teacher_epochs
+         spec_augment max_duration lr warmup_steps num_workers temperature k student student_epochs alpha
+         small_fraction small_epochs small_alpha sweep_temperatures lm_order acoustic_scale)
+. "$(dirname "$0")/load_conf.sh" "$@"
+. "$(dirname "$0")/parse_options.sh"
+. "$(dirname "$0")/log.sh"
+[ "$stage" -le "$stop_stage" ] || exit 0  # nothing to run (a recipe checks its options this way first)
+for required in exp lang train_cuts valid_cuts test_cuts; do
+  [ -n "${!required}" ] || { echo "$0: --${required//_/-} is required" >&2; exit 1; }
+done
+mkdir -p "$exp/log"
 
 augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
 eval_cuts=("$valid_cuts"); [ "$test_cuts" = "$valid_cuts" ] || eval_cuts+=("$test_cuts")  # frame accuracy
@@ -104,15 +147,9 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     decode "student-kd-T$t" student_kd_sweep "$exp/student-kd-T$t/best-valid-acc.pt"
   done
   log "Stage 7: the results table -> $exp/results.json, $exp/RESULTS.md"
-  cat > "$exp/recipe_config.json.tmp" <<JSON
-{"recipe": $recipe_config, "teachers": "$teachers", "teacher_epochs": $teacher_epochs,
- "spec_augment": $spec_augment, "max_duration": $max_duration, "lr": $lr, "warmup_steps": $warmup_steps,
- "temperature": $temperature, "k": $k, "student": "$student", "student_epochs": $student_epochs,
- "alpha": $alpha, "small_fraction": $small_fraction, "small_epochs": $small_epochs,
- "small_alpha": $small_alpha, "sweep_temperatures": "$sweep_temperatures", "lm_order": $lm_order,
- "acoustic_scale": "$acoustic_scale", "num_workers": $num_workers, "test_cuts": "$test_cuts",
- "tune_cuts": "$tune_cuts"}
-JSON
-  mv "$exp/recipe_config.json.tmp" "$exp/recipe_config.json"
+  settings=()
+  for name in "${options[@]}"; do settings+=("$name=${!name}"); done
+  for kv in $recipe_settings; do settings+=("recipe.$kv"); done
+  asr-kd write-config "$exp/recipe_config.json" "${settings[@]}"
   asr-kd report "$exp"
 fi

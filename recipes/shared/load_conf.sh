@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Sourced with the recipe's arguments: if they contain --conf FILE (or --conf=FILE), source FILE, so that
 # its variable assignments override the recipe's defaults; flags given on the command line still win,
-# because parse_options.sh runs afterwards.
+# because parse_options.sh runs afterwards. The variables the script itself declared are remembered
+# (``_script_vars``): parse_options.sh sets only those, so that a variable the conf file merely adds
+# (a setting of another script) is still handed on through ``extra_options``.
+_script_vars=" $(compgen -v | tr '\n' ' ') "
 _args=("$@")
 for ((_i = 0; _i < ${#_args[@]}; _i++)); do
   case "${_args[_i]}" in

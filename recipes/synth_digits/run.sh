@@ -6,6 +6,8 @@
 #   recipes/synth_digits/run.sh                          # all stages
 #   recipes/synth_digits/run.sh --stage 1 --stop-stage 1 # only the features
 #   recipes/synth_digits/run.sh --hours 20 --nj 16       # a bigger corpus
+#   recipes/synth_digits/run.sh --conf recipes/synth_digits/conf/gpu.sh   # GPU-sized (a file of settings)
+#   recipes/synth_digits/run.sh --teacher-epochs 4       # any setting of recipes/shared/kd_stages.sh --help
 #
 # Stages:
 #   0  prepare   synthesize the corpus -> data/manifests/synth_digits_*.jsonl.gz, lexicon
@@ -13,6 +15,8 @@
 #   2  lang      phones, words, HMM topology, pdf ids -> data/lang/
 #   3  align     flat-start monophone GMM-HMM, Viterbi  -> data/ali/synth_digits_cuts_*.jsonl.gz
 #                (frame_labels), exp/synth_digits/align/{report.json,report.txt,pdf_counts.txt}
+#   (stages 1-3 are recipes/shared/data_stages.sh, stages 4-7 recipes/shared/kd_stages.sh; `--help` of
+#   each lists its settings)
 #   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/synth_digits/teacher-<i>/
 #   5  cache     ensemble posteriors at $temperature and each of $sweep_temperatures (dense, or top-$k)
 #                -> exp/synth_digits/cache-T<T>/; frame accuracy of each teacher, their mean and the
@@ -39,39 +43,17 @@ hours=1.0       # corpus size, all splits together
 seed=42
 data=data       # data directory (manifests, features, lang)
 exp=exp/synth_digits
-teachers="tdnn:teacher:1 tdnn:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher
-teacher_epochs=8
-spec_augment=false  # SpecAugment lowered every model's accuracy at these budgets (RESULTS.md)
-max_duration=100  # seconds of audio per batch
-lr=2e-3           # AdamW peak learning rate of every model
-warmup_steps=40
-temperature=2.0   # of the cached ensemble posteriors
-k=0               # pdfs kept per frame in the cache (0: dense fp16; top-k pays only for large pdf sets)
-student="tdnn:student:7"  # arch:size:seed of the student (a teacher is ~7.7x its size)
-student_epochs=12
-alpha=0.5         # weight of the soft-target term in the distillation loss
-small_fraction=0.03  # the paper's Table 5: students trained on 3% of the training data
-small_epochs=50
-small_alpha=0.9
-sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
-lm_order=3        # n-gram LM of the decoding graph, trained on the training transcripts
-acoustic_scale=tune  # "tune": the scale of lowest dev WER per model (asr-kd decode --tune-cuts); or a number
-num_workers=0     # DataLoader workers; on 2 CPU cores loading in the training process is fastest
 device=auto
+# The settings of stages 4-7 (teachers, epochs, temperature, student, ...) are recipes/shared/kd_stages.sh's
+# (`recipes/shared/kd_stages.sh --help`); their defaults there are this recipe's. Any of them given here
+# (`--teacher-epochs 3`) or in a --conf file is handed on to it.
 
-conf=""          # a file of variable assignments (e.g. conf/gpu.sh), applied before the flags
-. "$(dirname "$0")/../shared/load_conf.sh" "$@"
-. "$(dirname "$0")/../shared/parse_options.sh"
-. "$(dirname "$0")/../shared/log.sh"
-cd "$(dirname "$0")/../.."   # recipes run from the repository root
+. "$(dirname "$0")/../shared/prologue.sh" "$@"   # --conf, the flags, log(), cd to the repository root
 
 manifests=$data/manifests
-fbank=$data/fbank
-lang=$data/lang
 ali=$data/ali
-mkdir -p "$exp/log"
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: synthesize synth_digits ($hours h, seed $seed)"
   if [ ! -f "$manifests/.synth_digits.done" ]; then
     asr-kd prepare synth_digits --output-dir "$manifests" --hours "$hours" --seed "$seed" --nj "$nj" \
@@ -81,40 +63,15 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   asr-kd stats --manifest-dir "$manifests" --corpus synth_digits > "$exp/corpus_stats.json"
 fi
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "Stage 1: compute fbank features"
-  if [ ! -f "$fbank/.synth_digits.done" ]; then
-    asr-kd features --manifest-dir "$manifests" --corpus synth_digits --output-dir "$fbank" --nj "$nj" \
-      --log-file "$exp/log/features.log"
-    touch "$fbank/.synth_digits.done"
-  fi
-fi
+# stages 1-3: features, lang, alignment (shared with the other recipes)
+recipes/shared/data_stages.sh --stage "$stage" --stop-stage "$stop_stage" --corpus synth_digits --data "$data" \
+  --exp "$exp" --nj "$nj"
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: prepare $lang"
-  if [ ! -f "$lang/.done" ]; then
-    asr-kd lang --lexicon "$manifests/synth_digits_lexicon.txt" --lang-dir "$lang" \
-      --log-file "$exp/log/lang.log"
-    touch "$lang/.done"
-  fi
-fi
-
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: flat-start forced alignment"
-  if [ ! -f "$ali/.synth_digits.done" ]; then
-    asr-kd align --cuts-dir "$fbank" --corpus synth_digits --lang-dir "$lang" --output-dir "$ali" \
-      --exp-dir "$exp/align" --nj "$nj" --log-file "$exp/log/align.log"
-    touch "$ali/.synth_digits.done"
-  fi
-  cat "$exp/align/report.txt"
-fi
-
-# stages 4-7: teachers, cache, students, decoding and the report
-train_cuts=$ali/synth_digits_cuts_train.jsonl.gz
-valid_cuts=$ali/synth_digits_cuts_dev.jsonl.gz
-test_cuts=$ali/synth_digits_cuts_test.jsonl.gz
-tune_cuts=$valid_cuts
-recipe_config="{\"name\": \"synth_digits\", \"hours\": $hours, \"seed\": $seed, \"nj\": $nj}"
-. recipes/shared/kd_stages.sh
+# stages 4-7: teachers, cache, students, decoding and the report (shared with the other recipes)
+recipes/shared/kd_stages.sh --stage "$stage" --stop-stage "$stop_stage" --exp "$exp" --lang "$data/lang" \
+  --train-cuts "$ali/synth_digits_cuts_train.jsonl.gz" --valid-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" \
+  --test-cuts "$ali/synth_digits_cuts_test.jsonl.gz" --tune-cuts "$ali/synth_digits_cuts_dev.jsonl.gz" \
+  --nj "$nj" --device "$device" --recipe-settings "name=synth_digits hours=$hours seed=$seed nj=$nj" \
+  ${conf:+--conf "$conf"} "${extra_options[@]}"
 
 log "Done (stages $stage..$stop_stage)."

@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from test_graph import (A0, A1, B0, B1, C0, C1, FORWARD, SELF_LOOP, SIL, SKIP_SIL, TAKE_SIL, lang,
-                        pdf_sequences)
+from test_graph import A0, A1, B0, B1, C0, C1, FORWARD, SELF_LOOP, SIL, SKIP_SIL, TAKE_SIL, lang, pdf_sequences
 
 from asr_kd.align import align_batch, utterance_graph, viterbi_align
 from asr_kd.data.lang import Lang

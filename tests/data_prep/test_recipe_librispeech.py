@@ -5,12 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from lhotse import CutSet
+from minicorpora import LIBRISPEECH_EXPECTED, build_mini_librispeech
 
 from asr_kd.data.g2p import ARPABET_PHONES
 from asr_kd.data.lang import Lang
 
-from minicorpora import LIBRISPEECH_EXPECTED, build_mini_librispeech
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,15 @@ from decode_fixtures import LM_TEXT, make_lang, one_hot_loglikes, pdf_sequence
 
 from asr_kd.align.graph import utterance_graph
 from asr_kd.data.lang import Lang
-from asr_kd.decode.graph import (GraphError, build_decoding_graph, make_decoding_graph, make_g, map_oov,
-                                 train_ngram_lm, transcripts_sha256)
+from asr_kd.decode.graph import (
+    GraphError,
+    build_decoding_graph,
+    make_decoding_graph,
+    make_g,
+    map_oov,
+    train_ngram_lm,
+    transcripts_sha256,
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from asr_kd.cli import main
 from asr_kd.commands.decode import default_name
 from asr_kd.data.lang import Lang
 from asr_kd.decode.record import FIELD_NAMES
+from asr_kd.decode.report import load_records, make_report
 from asr_kd.decode.run import decode_cuts
 from asr_kd.models import ModelConfig, build_model
 from asr_kd.models.checkpoint import checkpoint_hash, save_checkpoint
@@ -118,8 +119,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def run(setup: dict, models: list[str], cuts: str, name: str, **kwargs) -> dict:
-    return decode_cuts([setup["models"][m] for m in models], setup["tmp"] / f"{cuts}.jsonl.gz",
-                       output_dir=setup["tmp"] / "decode", name=name, **{**setup["common"], **kwargs})  # fmt: skip
+    kwargs = {"output_dir": setup["tmp"] / "decode", **setup["common"], **kwargs}
+    return decode_cuts([setup["models"][m] for m in models], setup["tmp"] / f"{cuts}.jsonl.gz", name=name, **kwargs)
 
 
 def test_exact_model_decodes_the_spoken_words(setup) -> None:
@@ -141,6 +142,21 @@ def test_exact_model_decodes_the_spoken_words(setup) -> None:
     assert "exact-a:\thyp=['one', 'two', 'three']" in (out / "recogs-exact.txt").read_text()
     assert (out / "wer-summary-exact.txt").read_text().endswith("exact\t0.00\n")
     assert (out / "skipped-exact.txt").read_text() == ""
+
+
+def test_what_decode_writes_is_what_the_report_loads(setup, tmp_path) -> None:
+    teacher = run(setup, ["exact"], "test", "teacher-0", role="teacher", output_dir=tmp_path / "decode")
+    student = run(setup, ["swapped"], "test", "student-hard", role="student_hard", output_dir=tmp_path / "decode")
+    assert load_records(tmp_path / "decode") == [student, teacher]  # sorted by file name, validated field by field
+    results = make_report(tmp_path, plot=False)
+    by_name = {r["name"]: r for r in results["models"]}
+    assert by_name["teacher-0"] == teacher and by_name["student-hard"] == student
+    assert by_name["mean_teacher"]["wer"] == teacher["wer"] and by_name["mean_teacher"]["members"] == ["teacher-0"]
+    assert "| teacher-0 | dnn / student-small |" in results["markdown"]
+    broken = {**teacher, "num_words": -1}
+    (tmp_path / "decode" / "result-teacher-0.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"result-teacher-0.json: field `num_words` must be an integer >= 0"):
+        load_records(tmp_path / "decode")
 
 
 def test_swapped_model_gives_known_substitutions_and_frame_accuracy(setup) -> None:

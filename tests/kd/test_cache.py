@@ -33,7 +33,6 @@ from asr_kd.kd.cache import (
     write_soft_target_shards,
 )
 
-
 P = 87
 FP16_REL, FP16_ABS = 2**-11, 2**-25  # fp16 rounding: half an ulp relative, half the subnormal spacing absolute
 

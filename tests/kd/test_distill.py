@@ -22,8 +22,8 @@ from asr_kd.kd.cache import (
 )
 from asr_kd.kd.distill import (
     SOFT_TARGETS,
-    DistillConfig,
     DistillationLoss,
+    DistillConfig,
     SoftTargetField,
     distill,
     distillation_plugins,
@@ -234,6 +234,7 @@ def test_short_distillation_run(setup, sparse, workers):
                           data=cfg.data))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_distillation_under_ddp(setup):
     """Two spawned gloo ranks: the plug-ins pickle, each rank looks up its own batches' soft targets."""
     cfg = kd_config(setup, "kd-ddp", num_epochs=1, save_every_n=0)

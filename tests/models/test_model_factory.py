@@ -1,9 +1,9 @@
-"""Named sizes, parameter counts, config validation, named variants."""
+"""Named sizes, parameter counts, config validation."""
 
 from __future__ import annotations
 
 import pytest
-from model_batches import NUM_PDFS, fbank_batch
+from model_batches import NUM_PDFS
 
 from asr_kd.models import (
     ARCHS,
@@ -11,8 +11,6 @@ from asr_kd.models import (
     ModelConfig,
     build_model,
     count_parameters,
-    dnn_student,
-    dnn_teacher,
     factory,
     parameter_counts,
     parameter_table,
@@ -43,7 +41,6 @@ def test_meta_counts_equal_counts_of_built_models(arch: str) -> None:
     for size in ("student", "teacher"):
         model = build_model(ModelConfig(arch, size, NUM_PDFS))
         assert count_parameters(model) == COUNTS[arch][size]
-        assert count_parameters(model) == sum(p.numel() for p in model.parameters())
 
 
 def test_every_arch_defines_every_size() -> None:
@@ -52,7 +49,7 @@ def test_every_arch_defines_every_size() -> None:
 
 
 def test_count_parameters_trainable_only() -> None:
-    model = dnn_student(NUM_PDFS)
+    model = build_model(ModelConfig("dnn", "student", NUM_PDFS))
     model.output.requires_grad_(False)
     frozen = model.output.weight.numel() + model.output.bias.numel()
     assert count_parameters(model, trainable_only=True) == count_parameters(model) - frozen
@@ -128,11 +125,3 @@ def test_model_config_dict_round_trip_and_unknown_keys() -> None:
         ModelConfig.from_dict({**config.to_dict(), "layers": 3})
     with pytest.raises(ValueError, match=r"lacks required field\(s\) \['num_pdfs'\]"):
         ModelConfig.from_dict({"arch": "dnn", "size": "student"})
-
-
-def test_named_variants_are_the_factory_sizes() -> None:
-    assert count_parameters(dnn_teacher(NUM_PDFS)) == COUNTS["dnn"]["teacher"]
-    student = dnn_student(NUM_PDFS, feature_dim=40, dropout=0.0)
-    x, lengths = fbank_batch([5], feature_dim=40)
-    assert student(x, lengths).shape == (1, 5, NUM_PDFS)
-    assert student.context_affine.in_channels == 40 and student.activations[0].dropout.p == 0.0

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from lhotse import CutSet
+
 from asr_kd.trainer import DataConfig
 from asr_kd.trainer.data import FrameDataModule, FrameDataset, SpecAugment, ignore_duplicates, read_cuts
 

@@ -4,8 +4,10 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
+
 import asr_kd.trainer.loop as train_module
 from asr_kd.models import load_checkpoint
 
@@ -26,6 +28,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_end_with_identical_weights(tmp_path, frame_data):
     corpus = frame_data.make_corpus(tmp_path / "corpus")
     cfg = frame_data.tiny_config(corpus, tmp_path / "exp", num_epochs=2, save_every_n=0)

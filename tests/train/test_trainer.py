@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 import asr_kd.trainer.loop as train_module
 from asr_kd.models import load_checkpoint, load_model
 from asr_kd.trainer import TrainConfig, cross_entropy_loss, train

@@ -50,18 +50,38 @@ is divided by its sum, which removes the fp16 rounding of the total).
 """
 from asr_kd.kd.cache.build import build_cache, ensemble_posteriors_fn
 from asr_kd.kd.cache.layout import (
-    FIELD_DENSE, FIELD_IDS, FIELD_NUM_PDFS, FIELD_PROBS, has_soft_targets, is_shard_complete, merged_manifest_path,
-    num_stored_frames, shard_name, shard_paths, shard_slice, shards_of_rank,
-)  # fmt: skip
+    FIELD_DENSE,
+    FIELD_IDS,
+    FIELD_NUM_PDFS,
+    FIELD_PROBS,
+    has_soft_targets,
+    is_shard_complete,
+    merged_manifest_path,
+    num_stored_frames,
+    shard_name,
+    shard_paths,
+    shard_slice,
+    shards_of_rank,
+)
 from asr_kd.kd.cache.metadata import (
-    CacheMismatchError, bytes_per_frame, cache_metadata, check_metadata, config_sha256, cut_ids_sha256, id_dtype_for,
-    prepare_cache_dir, read_metadata,
-)  # fmt: skip
+    CacheMismatchError,
+    bytes_per_frame,
+    cache_metadata,
+    check_metadata,
+    config_sha256,
+    cut_ids_sha256,
+    id_dtype_for,
+    prepare_cache_dir,
+    read_metadata,
+)
 from asr_kd.kd.cache.reader import SoftTargetBatch, collate_soft_targets, load_soft_target_cuts, soft_targets_of
 from asr_kd.kd.cache.topk import densify_topk, topk_posteriors
 from asr_kd.kd.cache.writer import (
-    SoftTargetWriter, merge_soft_target_shards, remove_partial_shard, write_soft_target_shards,
-)  # fmt: skip
+    SoftTargetWriter,
+    merge_soft_target_shards,
+    remove_partial_shard,
+    write_soft_target_shards,
+)
 
 __all__ = [
     "FIELD_DENSE", "FIELD_IDS", "FIELD_NUM_PDFS", "FIELD_PROBS", "CacheMismatchError", "SoftTargetBatch",

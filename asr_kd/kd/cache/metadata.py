@@ -3,7 +3,7 @@
 Usage::
 
     from asr_kd.kd.cache import cache_metadata, prepare_cache_dir
-    meta = cache_metadata(["exp/x/teacher-0/best.pt", "exp/x/teacher-1/best.pt"], temperature=2.0,
+    meta = cache_metadata(["exp/x/teacher-0/best-valid-acc.pt", "exp/x/teacher-1/best-valid-acc.pt"], temperature=2.0,
                           storage="topk", k=16, num_pdfs=87, feature_config=fbank_config)
     prepare_cache_dir("exp/x/cache", meta)    # writes metadata.json, or checks the one already there
 

@@ -13,8 +13,14 @@ import torch
 from lhotse import CutSet
 
 from asr_kd.kd.cache.layout import (
-    FIELD_DENSE, FIELD_IDS, FIELD_NUM_PDFS, FIELD_PROBS, has_soft_targets, merged_manifest_path, num_stored_frames,
-)  # fmt: skip
+    FIELD_DENSE,
+    FIELD_IDS,
+    FIELD_NUM_PDFS,
+    FIELD_PROBS,
+    has_soft_targets,
+    merged_manifest_path,
+    num_stored_frames,
+)
 from asr_kd.kd.cache.metadata import CacheMismatchError, check_metadata, cut_ids_sha256, read_metadata
 from asr_kd.kd.cache.topk import densify_topk
 

@@ -17,9 +17,18 @@ from lhotse import CutSet, NumpyHdf5Writer
 from tqdm import tqdm
 
 from asr_kd.kd.cache.layout import (
-    FIELD_DENSE, FIELD_IDS, FIELD_NUM_PDFS, FIELD_PROBS, is_shard_complete, merged_manifest_path, num_stored_frames,
-    shard_name, shard_paths, shard_slice, shards_of_rank,
-)  # fmt: skip
+    FIELD_DENSE,
+    FIELD_IDS,
+    FIELD_NUM_PDFS,
+    FIELD_PROBS,
+    is_shard_complete,
+    merged_manifest_path,
+    num_stored_frames,
+    shard_name,
+    shard_paths,
+    shard_slice,
+    shards_of_rank,
+)
 from asr_kd.kd.cache.metadata import CacheMismatchError, cut_ids_sha256, id_dtype_for, read_metadata, record_split
 from asr_kd.kd.cache.topk import topk_posteriors
 from asr_kd.utils import atomic_output, tmp_path_for
