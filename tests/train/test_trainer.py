@@ -119,7 +119,7 @@ def test_config_json_round_trips(finished):
     cfg, _ = finished
     saved = json.loads((Path(cfg.exp_dir) / "config.json").read_text())
     assert TrainConfig.from_dict(saved) == cfg
-    with pytest.raises(ValueError, match=r"unknown train config field\(s\) \['learning_rate'\]"):
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\]"):
         TrainConfig.from_dict({**saved, "learning_rate": 1.0})
 
 
