@@ -34,6 +34,7 @@ import sys
 
 from asr_kd.commands import align, data, decode, kd, report
 from asr_kd.commands.common import use_help_formatter
+from asr_kd.guard import StageError
 from asr_kd.utils import setup_logging
 
 #: command name -> (add its parser, run it), in pipeline order
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_file, logging.DEBUG if args.verbose else logging.INFO)
     try:
         COMMANDS[args.command][1](args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, StageError) as e:
         if args.verbose:
             raise
         logging.error(str(e))
