@@ -15,10 +15,12 @@ Usage::
     # data.train_cuts, the aligned training cuts, are the training cuts)
 
 Per frame (docs/design.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)``, averaged over non-padding frames
-(``asr_kd.kd.losses``). With α > 0 the training cuts are the cache's ``cuts_soft_train.jsonl.gz``: the
-aligned cuts with the soft targets attached as custom fields, so a batch's soft targets are looked up
-through its own cuts (any sampler, batch size, world size). Validation is the trainer's: hard-label frame
-accuracy and CE on ``data.valid_cuts`` (the ordinary aligned dev cuts).
+(``asr_kd.kd.losses``). The training cuts are always ``data.train_cuts`` (``--train-cuts``, the aligned
+cuts); with α > 0 each batch's soft targets are looked up by cut id in the cache's merged train split
+(``SoftTargetIndex``: any sampler, batch size, world size), and the cache must hold every training cut
+(``check_cache_covers``: a cache of other cuts is refused, naming the counts). Validation is the
+trainer's: hard-label frame accuracy and CE on ``data.valid_cuts``, which must not share a cut id with
+the training cuts (the trainer refuses an overlap).
 
 ``DistillConfig`` *is* a ``TrainConfig`` (a subclass with the distillation fields), so everything the
 trainer does (resumption, DDP under torchrun or ``world_size``, bf16, logs, ``done``) applies unchanged,
@@ -44,6 +46,8 @@ from asr_kd.batch import IGNORE_INDEX
 from asr_kd.kd.cache import (
     CacheMismatchError,
     SoftTargetBatch,
+    SoftTargetIndex,
+    check_cache_covers,
     collate_soft_targets,
     config_sha256,
     load_soft_target_cuts,
@@ -54,7 +58,7 @@ from asr_kd.kd.ensemble import check_temperature
 from asr_kd.kd.losses import distillation_terms
 from asr_kd.models import ModelConfig
 from asr_kd.trainer import TrainConfig, cross_entropy_loss, train
-from asr_kd.trainer.data import ExtraField
+from asr_kd.trainer.data import ExtraField, training_subset
 
 SOFT_TARGETS = "soft_targets"  # the training batch field holding a SoftTargetBatch
 TRAIN_SPLIT = "train"  # the cache split whose cuts are trained on
@@ -81,15 +85,18 @@ class DistillConfig(TrainConfig):
 class SoftTargetField:
     """Extra batch field (:mod:`asr_kd.trainer.data`): the batch cuts' soft targets, padded like the features.
 
-    A module-level class, so that it pickles into DataLoader workers and spawned DDP ranks.
+    ``index``: where the targets are looked up by cut id (a ``SoftTargetIndex``); None: the batch's cuts
+    carry the soft-target fields themselves. A module-level class, so that it pickles into DataLoader
+    workers and spawned DDP ranks (the index is re-read there, once per process).
     """
 
-    def __init__(self, sparse: bool = False) -> None:
-        self.sparse = sparse
+    def __init__(self, sparse: bool = False, index: SoftTargetIndex | None = None) -> None:
+        self.sparse, self.index = sparse, index
 
     def __call__(self, cuts, lengths: torch.Tensor) -> SoftTargetBatch:
         pad_to = int(lengths.max()) if len(lengths) else 0
-        targets = collate_soft_targets(cuts, sparse=self.sparse, pad_to=pad_to)
+        sources = self.index.cuts_of(cuts) if self.index is not None else list(cuts)
+        targets = collate_soft_targets(sources, sparse=self.sparse, pad_to=pad_to)
         if not torch.equal(targets.num_frames, lengths):
             row = int((targets.num_frames != lengths).nonzero()[0])
             cut_id = list(cuts)[row].id
@@ -135,10 +142,10 @@ def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | No
     """Check ``cfg`` and its cache; returns (the resolved config that is trained and saved, the cache's
     metadata or None). Does not modify ``cfg``.
 
-    α > 0: the cache must match (T, num_pdfs, teachers when given, a merged train split);
-    ``data.train_cuts`` becomes the cache's ``cuts_soft_train.jsonl.gz`` and ``cache_metadata_sha256`` its
-    metadata hash. α = 0: the cache is not read; ``cache_dir`` and the hash resolve to None, so that the
-    baseline's config does not depend on a cache.
+    α > 0: the cache must match (T, num_pdfs, teachers when given, a merged train split) and hold every
+    cut trained on (``data.train_cuts``, or its ``train_fraction`` subset); ``cache_metadata_sha256``
+    becomes its metadata hash. α = 0: the cache is not read; ``cache_dir`` and the hash resolve to None,
+    so that the baseline's config does not depend on a cache. ``data.train_cuts`` is never changed.
     """
     if not isinstance(cfg, DistillConfig):
         raise TypeError(f"distill needs a DistillConfig, got {type(cfg).__name__}")
@@ -166,22 +173,22 @@ def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | No
     if cfg.sparse and meta["storage"] != "topk":
         raise CacheMismatchError(f"sparse=True needs a top-k cache; cache storage {meta['storage']!r} in "
                                  f"{cfg.cache_dir} (use sparse=False)")  # fmt: skip
-    first = next(iter(cuts), None)
-    if first is None:
+    if next(iter(cuts), None) is None:
         raise CacheMismatchError(f"the {TRAIN_SPLIT} split of {cfg.cache_dir} holds no cuts")
-    if not first.has_custom("frame_labels"):
-        raise CacheMismatchError(f"cut {first.id} in {cfg.cache_dir} has no 'frame_labels': build the cache from "
-                                 "the align stage's cuts")  # fmt: skip
-    data = replace(cfg.data, train_cuts=str(merged_manifest_path(cfg.cache_dir, TRAIN_SPLIT)))
-    resolved = replace(cfg, data=data, temperature=temperature, alpha=float(cfg.alpha), teachers=teachers,
-                       cache_dir=str(cfg.cache_dir), cache_metadata_sha256=config_sha256(meta))  # fmt: skip
+    check_cache_covers(cfg.cache_dir, TRAIN_SPLIT, list(training_subset(cfg.data).ids))
+    resolved = replace(cfg, data=copy.deepcopy(cfg.data), temperature=temperature, alpha=float(cfg.alpha),
+                       teachers=teachers, cache_dir=str(cfg.cache_dir),
+                       cache_metadata_sha256=config_sha256(meta))  # fmt: skip
     return resolved, meta
 
 
 def distillation_plugins(cfg: DistillConfig) -> tuple[DistillationLoss, dict[str, ExtraField]]:
     """``(loss_fn, extra_fields)`` of ``asr_kd.trainer.train`` for a resolved config."""
     loss_fn = DistillationLoss(cfg.temperature, cfg.alpha, cfg.sparse)
-    extra = {SOFT_TARGETS: SoftTargetField(cfg.sparse)} if cfg.alpha > 0 else {}
+    if cfg.alpha == 0:
+        return loss_fn, {}
+    index = SoftTargetIndex(merged_manifest_path(cfg.cache_dir, TRAIN_SPLIT))
+    extra = {SOFT_TARGETS: SoftTargetField(cfg.sparse, index)}
     return loss_fn, extra
 
 

@@ -189,6 +189,19 @@ def training_subset(cfg: DataConfig) -> CutSet:
     return subset
 
 
+def check_disjoint(cfg: DataConfig) -> None:
+    """Raise ValueError when a validation cut id is also a training cut id (of the ``train_fraction``
+    subset): a validation score on training cuts, and the best checkpoint picked by it, would be wrong
+    silently. The message gives the counts and the first shared ids."""
+    train_ids = set(training_subset(cfg).ids)
+    valid_ids = set(read_cuts(cfg.valid_cuts, lazy=True).ids)
+    shared = sorted(train_ids & valid_ids)
+    if shared:
+        raise ValueError(f"{len(shared)} of the {len(valid_ids)} validation cuts ({cfg.valid_cuts}) are also among "
+                         f"the {len(train_ids)} training cuts ({cfg.train_cuts}), e.g. {shared[:3]}: validate on "
+                         "held-out cuts (the dev split)")  # fmt: skip
+
+
 class FrameDataModule:
     """Training and evaluation DataLoaders over frame-labelled cuts; DDP sharding by ``rank``."""
 

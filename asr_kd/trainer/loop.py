@@ -25,7 +25,7 @@ from tqdm import tqdm
 from asr_kd.batch import IGNORE_INDEX, count_correct, forward_logits
 from asr_kd.models import ModelConfig, build_model
 from asr_kd.trainer.config import RUNTIME_FIELDS, TrainConfig
-from asr_kd.trainer.data import ExtraField, FrameDataModule, ignore_duplicates
+from asr_kd.trainer.data import ExtraField, FrameDataModule, check_disjoint, ignore_duplicates
 from asr_kd.trainer.logs import log_to_file
 from asr_kd.trainer.schedule import WarmupDecay
 from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
@@ -232,6 +232,7 @@ def run(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn = cross_en
     if done is not None:
         logging.info(f"{exp_dir} holds a finished run with this config: nothing to do")
         return done
+    check_disjoint(cfg.data)  # before anything is written: validating on training cuts is refused
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", rank)))
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -13,6 +13,7 @@ from asr_kd.kd.cache import (
     CacheMismatchError,
     cache_metadata,
     config_sha256,
+    cut_ids_sha256,
     load_soft_target_cuts,
     merge_soft_target_shards,
     prepare_cache_dir,
@@ -56,7 +57,7 @@ def label_posteriors(cuts):
     return out
 
 
-def build_cache(root: Path, corpus: Path, name: str, storage: str, k: int | None) -> Path:
+def build_cache(root: Path, corpus: Path, name: str, storage: str, k: int | None, cuts=None) -> Path:
     teachers = []
     for i in range(2):
         path = root / f"teacher-{i}.pt"
@@ -65,9 +66,9 @@ def build_cache(root: Path, corpus: Path, name: str, storage: str, k: int | None
         teachers.append(path)
     cache_dir = root / name
     prepare_cache_dir(cache_dir, cache_metadata(teachers, temperature=T, num_pdfs=NUM_CLASSES, storage=storage, k=k))
-    cuts = list(load_cuts(corpus / "train.jsonl.gz"))
+    cuts = list(load_cuts(corpus / "train.jsonl.gz")) if cuts is None else cuts
     write_soft_target_shards(cuts, label_posteriors, cache_dir, "train", num_shards=2, batch_size=8)
-    merge_soft_target_shards(cache_dir, "train", 2, cuts=cuts)
+    merge_soft_target_shards(cache_dir, "train", 2, cuts=cuts, cuts_path=corpus / "train.jsonl.gz")
     return cache_dir
 
 
@@ -226,7 +227,7 @@ def test_short_distillation_run(setup, sparse, workers):
         saved = load_checkpoint(exp / name).extra["train_config"]
         assert saved["temperature"] == T and saved["alpha"] == 0.5 and saved["sparse"] == sparse
         assert saved["cache_metadata_sha256"] == sha and saved["cache_dir"] == str(setup["topk"])
-        assert saved["data"]["train_cuts"] == str(setup["topk"] / "cuts_soft_train.jsonl.gz")
+        assert saved["data"]["train_cuts"] == str(setup["corpus"] / "train.jsonl.gz")  # --train-cuts, not the cache
     assert DistillConfig.from_dict(json.loads((exp / "config.json").read_text())).alpha == 0.5
     assert distill(cfg) == summary  # a finished run is not trained again
     with pytest.raises(ValueError, match="alpha"):  # nor continued with other distillation settings
@@ -242,3 +243,60 @@ def test_distillation_under_ddp(setup):
     assert summary is not None and summary["steps"] > 0
     final = load_checkpoint(Path(cfg.exp_dir) / "epoch-1.pt")
     assert len(final.extra["rng"]) == 2 and final.extra["train_config"]["alpha"] == 0.5
+
+
+def test_cache_metadata_names_its_cuts(setup):
+    info = read_metadata(setup["topk"])["splits"]["train"]
+    ids = load_cuts(setup["corpus"] / "train.jsonl.gz").ids
+    assert info["cuts_path"] == str(setup["corpus"] / "train.jsonl.gz")
+    assert info["num_cuts"] == 48 and info["cut_ids_sha256"] == cut_ids_sha256(ids)
+
+
+def test_cache_of_other_cuts_is_refused_with_counts(setup):
+    """A cache built from 40 of the 48 training cuts (or from the dev cuts) cannot train on the 48."""
+    train_cuts = list(load_cuts(setup["corpus"] / "train.jsonl.gz"))
+    partial = build_cache(setup["root"], setup["corpus"], "cache-partial", "topk", 2, cuts=train_cuts[:40])
+    cfg = kd_config(setup, "refused-partial", cache_dir=str(partial))
+    with pytest.raises(CacheMismatchError, match=r"does not cover the training cuts: 8 of 48 have no soft targets"):
+        distill(cfg)
+    assert not Path(cfg.exp_dir).exists()
+    valid_cuts = list(load_cuts(setup["corpus"] / "valid.jsonl.gz"))
+    dev_cache = build_cache(setup["root"], setup["corpus"], "cache-dev", "topk", 2, cuts=valid_cuts)
+    with pytest.raises(CacheMismatchError, match=r"48 of 48 have no soft targets"):
+        distill(kd_config(setup, "refused-dev", cache_dir=str(dev_cache)))
+
+
+def test_trains_on_train_cuts_and_looks_targets_up_by_id(setup, frame_data):
+    """A cache holding more cuts than --train-cuts: only the training cuts are trained on, each batch's
+    targets are those of its own cut ids, and a 3% subset works against the full cache."""
+    extra = frame_data.make_cuts(setup["root"] / "extra", "extra", 6, seed=3)
+    cuts = sorted([*load_cuts(setup["corpus"] / "train.jsonl.gz"), *load_cuts(extra)], key=lambda c: c.id)
+    superset = build_cache(setup["root"], setup["corpus"], "cache-superset", "topk", 2, cuts=cuts)
+    train_ids = set(load_cuts(setup["corpus"] / "train.jsonl.gz").ids)
+    for fraction, expected in ((1.0, 48), (0.03, 2)):
+        cfg = kd_config(setup, "unused", cache_dir=str(superset))
+        cfg.data.train_fraction = fraction
+        resolved, _ = resolve_distill_config(cfg)
+        _, extra_fields = distillation_plugins(resolved)
+        dm = FrameDataModule(resolved.data, seed=resolved.seed, extra_fields=extra_fields)
+        seen = []
+        by_id = {c.id: c for c in load_soft_target_cuts(superset, "train")}
+        for batch in dm.train_dataloader(1):
+            seen += batch["cut_ids"]
+            for i, cut_id in enumerate(batch["cut_ids"]):
+                n = int(batch["lengths"][i])
+                want = torch.from_numpy(soft_targets_of(by_id[cut_id]))
+                assert torch.equal(batch[SOFT_TARGETS].probs[i, :n], want)
+        assert len(seen) == len(set(seen)) == expected and set(seen) <= train_ids
+
+
+def test_validation_on_training_cuts_is_refused(setup):
+    cfg = kd_config(setup, "refused-overlap")
+    cfg.data.valid_cuts = cfg.data.train_cuts
+    with pytest.raises(ValueError, match=r"48 of the 48 validation cuts .* are also among the 48 training cuts"):
+        distill(cfg)
+    assert not Path(cfg.exp_dir).exists()
+    plain = setup["tiny_config"](setup["corpus"], setup["root"] / "exp" / "plain-overlap")
+    plain.data.valid_cuts = plain.data.train_cuts
+    with pytest.raises(ValueError, match="validation cuts"):
+        train(plain)

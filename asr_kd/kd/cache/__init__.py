@@ -6,7 +6,8 @@ Every name is imported from this package (``from asr_kd.kd.cache import ...``); 
     metadata.py  ``metadata.json``: what a cache holds, and the checks that it is what a run asks for
     layout.py    file names, shard assignment, custom field names
     writer.py    ``SoftTargetWriter`` (one shard), ``write_soft_target_shards``, ``merge_soft_target_shards``
-    reader.py    ``load_soft_target_cuts``, ``soft_targets_of``, ``collate_soft_targets``
+    reader.py    ``load_soft_target_cuts``, ``SoftTargetIndex`` (lookup by cut id), ``check_cache_covers``,
+                 ``soft_targets_of``, ``collate_soft_targets``
     topk.py      top-k storage and the one rule that turns it back into full distributions
 
 Usage (what ``build_cache`` does; every rank runs the first two calls, rank 0 the merge once all ranks
@@ -18,9 +19,11 @@ are done)::
     write_soft_target_shards(cuts, posteriors_fn, cache_dir, "train", num_shards=8, rank=r, world_size=w)
     merge_soft_target_shards(cache_dir, "train", num_shards=8)              # -> cuts_soft_train.jsonl.gz
 
-    # the distill stage
-    cuts = load_soft_target_cuts(cache_dir, "train", expected={"temperature": 2.0, "num_pdfs": 87})
-    batch = collate_soft_targets(cuts_of_a_batch)        # (B, T, P) probabilities + frame counts
+    # the distill stage: its own training cuts, their soft targets looked up by cut id
+    load_soft_target_cuts(cache_dir, "train", expected={"temperature": 2.0, "num_pdfs": 87})  # checks
+    check_cache_covers(cache_dir, "train", training_cut_ids)
+    index = SoftTargetIndex.of_split(cache_dir, "train")
+    batch = collate_soft_targets(index.cuts_of(cuts_of_a_batch))  # (B, T, P) probabilities + frame counts
 
 ``posteriors_fn(list_of_cuts) -> [(T_i, P) probabilities]`` runs the teachers and ``ensemble_posteriors``.
 
@@ -74,7 +77,14 @@ from asr_kd.kd.cache.metadata import (
     prepare_cache_dir,
     read_metadata,
 )
-from asr_kd.kd.cache.reader import SoftTargetBatch, collate_soft_targets, load_soft_target_cuts, soft_targets_of
+from asr_kd.kd.cache.reader import (
+    SoftTargetBatch,
+    SoftTargetIndex,
+    check_cache_covers,
+    collate_soft_targets,
+    load_soft_target_cuts,
+    soft_targets_of,
+)
 from asr_kd.kd.cache.topk import densify_topk, topk_posteriors
 from asr_kd.kd.cache.writer import (
     SoftTargetWriter,
@@ -85,7 +95,8 @@ from asr_kd.kd.cache.writer import (
 
 __all__ = [
     "FIELD_DENSE", "FIELD_IDS", "FIELD_NUM_PDFS", "FIELD_PROBS", "CacheMismatchError", "SoftTargetBatch",
-    "SoftTargetWriter", "build_cache", "bytes_per_frame", "cache_metadata", "check_metadata", "collate_soft_targets",
+    "SoftTargetIndex", "SoftTargetWriter", "build_cache", "bytes_per_frame", "cache_metadata", "check_cache_covers",
+    "check_metadata", "collate_soft_targets",
     "config_sha256", "cut_ids_sha256", "densify_topk", "ensemble_posteriors_fn", "has_soft_targets", "id_dtype_for", "is_shard_complete",
     "load_soft_target_cuts", "merge_soft_target_shards", "merged_manifest_path", "num_stored_frames",
     "prepare_cache_dir", "read_metadata", "remove_partial_shard", "shard_name", "shard_paths", "shard_slice",

@@ -84,4 +84,4 @@ def build_cache(
     logging.info(f"soft targets of {len(cuts)} cuts ({frames} frames) in {seconds:.1f} s ({frames / seconds:.0f} frames/s)")
     if rank != 0:
         return None
-    return merge_soft_target_shards(cache_dir, split, num_shards, cuts)
+    return merge_soft_target_shards(cache_dir, split, num_shards, cuts, cuts_path=cuts_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 SHARDS_DIR = "shards"
@@ -9,6 +10,7 @@ FIELD_DENSE = "soft_targets"
 FIELD_IDS = "soft_target_ids"
 FIELD_PROBS = "soft_target_probs"
 FIELD_NUM_PDFS = "soft_target_num_pdfs"
+DUPLICATE_SUFFIX = re.compile(r"_dup\d+$")  # lhotse's suffix on cuts repeated to give every DDP rank a batch
 
 
 def shard_name(split: str, shard: int, num_shards: int) -> str:
@@ -42,6 +44,7 @@ def merged_manifest_path(cache_dir: Path | str, split: str) -> Path:
 
 def is_shard_complete(cache_dir: Path | str, name: str) -> bool:
     return shard_paths(cache_dir, name)[1].is_file()
+
 
 def num_stored_frames(cut) -> int:
     field = FIELD_PROBS if cut.has_custom(FIELD_PROBS) else FIELD_DENSE

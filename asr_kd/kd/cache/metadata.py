@@ -10,8 +10,9 @@ Usage::
 The file holds the fields of ``CONFIG_FIELDS`` (teachers as ``{"path", "sha256"}``, the temperature, the
 combination mode and weights, the storage ``"dense"``/``"topk"`` with k, the value and id dtypes, the
 remaining-mass rule, the feature config and its sha256, num_pdfs), plus ``"splits"``: per merged split,
-``num_cuts``, ``cut_ids_sha256`` (sha256 of the sorted ids, one per line), ``num_frames``, ``num_shards``
-and the ``manifest`` file name.
+``num_cuts``, ``cut_ids_sha256`` (sha256 of the sorted ids, one per line), ``num_frames``, ``num_shards``,
+the ``manifest`` file name and ``cuts_path``, the cut manifest the split was built from (null when the
+writer was not given one).
 """
 
 from __future__ import annotations

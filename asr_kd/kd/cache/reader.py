@@ -1,4 +1,5 @@
-"""Reading a soft-target cache: the merged cuts, checked against ``metadata.json``, and batch collation.
+"""Reading a soft-target cache: the merged cuts, checked against ``metadata.json``, the lookup by cut id
+(``SoftTargetIndex``), the coverage check of a run's cuts, and batch collation.
 
 See the package docstring (:mod:`asr_kd.kd.cache`) for the layout and the fields.
 """
@@ -13,6 +14,7 @@ import torch
 from lhotse import CutSet
 
 from asr_kd.kd.cache.layout import (
+    DUPLICATE_SUFFIX,
     FIELD_DENSE,
     FIELD_IDS,
     FIELD_NUM_PDFS,
@@ -67,6 +69,70 @@ def load_soft_target_cuts(cache_dir: Path | str, split: str = "train", expected:
             cut = cut.with_custom(name, src.custom[name])
         out.append(cut)
     return CutSet.from_cuts(out)
+
+
+class SoftTargetIndex:
+    """The soft targets of a merged cache split, looked up by cut id (``index.cuts_of(batch_cuts)``).
+
+    Any sampler, batch size or world size works: a batch finds its targets through its own cut ids, never
+    through positions. The manifest is read on first use, in the process that uses it (a DataLoader
+    worker, a DDP rank); pickling drops the table, so that handing the index to workers is cheap.
+    lhotse's DDP padding duplicates (``<id>_dup<k>``) find the targets of ``<id>``.
+    """
+
+    def __init__(self, manifest: Path | str) -> None:
+        self.manifest = str(manifest)
+        self._by_id: dict | None = None
+
+    @classmethod
+    def of_split(cls, cache_dir: Path | str, split: str = "train") -> "SoftTargetIndex":
+        return cls(merged_manifest_path(cache_dir, split))
+
+    def __getstate__(self) -> dict:
+        return {"manifest": self.manifest, "_by_id": None}
+
+    def _table(self) -> dict:
+        if self._by_id is None:
+            self._by_id = {c.id: c for c in CutSet.from_file(self.manifest)}
+        return self._by_id
+
+    @property
+    def ids(self) -> set[str]:
+        return set(self._table())
+
+    def cuts_of(self, cuts: CutSet | Sequence) -> list:
+        """The cache's cuts (carrying the soft-target fields) of ``cuts``, in their order.
+
+        Raises CacheMismatchError naming the first cut the cache does not hold.
+        """
+        table, out = self._table(), []
+        for cut in cuts:
+            src = table.get(cut.id)
+            if src is None:
+                src = table.get(DUPLICATE_SUFFIX.sub("", cut.id))
+            if src is None:
+                raise CacheMismatchError(f"cut {cut.id} has no soft targets in {self.manifest}")
+            out.append(src)
+        return out
+
+
+def check_cache_covers(cache_dir: Path | str, split: str, cut_ids: Sequence[str], what: str = "training") -> None:
+    """Raise CacheMismatchError unless the merged ``split`` of the cache holds every id of ``cut_ids``.
+
+    The message gives the counts and the first missing ids, and says which cuts the cache was built from
+    (``metadata.json``: ``splits.<split>.cuts_path``).
+    """
+    meta = read_metadata(cache_dir)
+    info = meta.get("splits", {}).get(split) or {}
+    held = SoftTargetIndex.of_split(cache_dir, split).ids
+    missing = sorted(set(cut_ids) - held)
+    if missing:
+        source = info.get("cuts_path", "unknown cuts")
+        raise CacheMismatchError(
+            f"the soft-target cache {cache_dir} (split {split!r}: {len(held)} cuts of {source}) does not cover the "
+            f"{what} cuts: {len(missing)} of {len(set(cut_ids))} have no soft targets (e.g. {missing[:3]}); "
+            f"build the cache from the same cuts (asr-kd cache --cuts)"
+        )
 
 
 def soft_targets_of(cut) -> np.ndarray:

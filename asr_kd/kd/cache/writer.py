@@ -193,9 +193,11 @@ def _check_complete_shard(cache_dir, name: str, expected_ids: list[str]) -> None
 
 
 def merge_soft_target_shards(cache_dir: Path | str, split: str, num_shards: int,
-                             cuts: CutSet | Sequence | None = None) -> Path:  # fmt: skip
+                             cuts: CutSet | Sequence | None = None,
+                             cuts_path: Path | str | None = None) -> Path:  # fmt: skip
     """Concatenate the ``num_shards`` complete shards of ``split`` into ``cuts_soft_<split>.jsonl.gz``
-    and record its ids hash and counts in ``metadata.json``; ``cuts`` (optional) must be exactly its cuts."""
+    and record its ids hash and counts in ``metadata.json``; ``cuts`` (optional) must be exactly its cuts,
+    ``cuts_path`` (optional) is the manifest they were read from, recorded as ``cuts_path``."""
     merged = []
     for shard in range(num_shards):
         name = shard_name(split, shard, num_shards)
@@ -217,7 +219,8 @@ def merge_soft_target_shards(cache_dir: Path | str, split: str, num_shards: int,
     with atomic_output(path) as tmp:
         CutSet.from_cuts(merged).to_file(tmp)
     info = {"num_cuts": len(ids), "cut_ids_sha256": cut_ids_sha256(ids), "num_shards": num_shards,
-            "num_frames": sum(num_stored_frames(c) for c in merged), "manifest": path.name}  # fmt: skip
+            "num_frames": sum(num_stored_frames(c) for c in merged), "manifest": path.name,
+            "cuts_path": str(cuts_path) if cuts_path is not None else None}  # fmt: skip
     record_split(cache_dir, split, info)
     logging.info(f"merged {num_shards} shards of {split}: {len(ids)} cuts, {info['num_frames']} frames -> {path}")
     return path
