@@ -23,8 +23,8 @@ def _add(sub) -> None:
         description="Stage 7. Per frame the hybrid score acoustic_scale * (log p(s|x) - log prior(s)): "
         "p(s|x) the model's softmax posterior (several models: the arithmetic mean of their posteriors at "
         "T=1, an ensemble), prior(s) from the aligner's pdf_counts.txt; Viterbi beam search "
-        "(kaldi-decoder) over <lang-dir>/HCLG.fst, built once from an n-gram LM on the --lm-cuts "
-        "transcripts (or reused as is without --lm-cuts). Cuts with frame_labels also give frame "
+        "(kaldi-decoder) over <lang-dir>/HCLG-<key>.fst, built once per n-gram LM on the --lm-cuts "
+        "transcripts and keyed by what it is built from (without --lm-cuts: the one cached graph of --lm-order). Cuts with frame_labels also give frame "
         "accuracy; cuts whose features cannot be read are skipped and listed. Writes into --output-dir: "
         "recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt (icefall's layout), "
         "skipped-<name>.txt, and last result-<name>.json (name, role, params, frame_acc, wer, sub, ins, "
@@ -33,10 +33,10 @@ def _add(sub) -> None:
     )
     p.add_argument("--models", type=Path, nargs="+", required=True, help="checkpoints; more than one: an ensemble")
     p.add_argument("--cuts", type=Path, required=True, help="any CutSet with features, e.g. the aligned test cuts")
-    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG.fst is cached here")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG-<key>.fst graphs are cached here")
     p.add_argument("--pdf-counts", type=Path, required=True, help="the align stage's <exp-dir>/pdf_counts.txt")
     p.add_argument("--lm-cuts", type=Path, default=None,
-                   help="training cuts whose transcripts train the LM; omit to reuse <lang-dir>/HCLG.fst")  # fmt: skip
+                   help="training cuts whose transcripts train the LM; omit to reuse the cached graph of --lm-order")  # fmt: skip
     p.add_argument("--lm-order", type=int, default=3, help="n-gram order of the LM")
     p.add_argument("--output-dir", type=Path, required=True, help="e.g. exp/synth_digits/decode")
     p.add_argument("--name", default=None,

@@ -24,8 +24,18 @@ The steps (Kaldi's mkgraph.sh without context dependency; each phone state is it
    Input labels are pdf id + 1 (0 = epsilon), as kaldi-decoder's ``DecodableCtc`` wants; output labels
    are word ids (words.txt); costs in nats (tropical semiring).
 
-``build_decoding_graph`` caches the result as ``<lang_dir>/HCLG.fst`` with ``HCLG.json`` (LM order, sha256
-of the transcripts and of the lexicon, sizes) written atomically after it: the json is the marker.
+``build_decoding_graph`` caches the result in the lang dir under a name keyed by what it was built from,
+so that decodes with different LMs can share one lang dir, even at the same time::
+
+    HCLG-<key>.fst     the graph; <key>: the first 16 hex digits of the sha256 of its build info
+    HCLG-<key>.json    the build info (format version, LM order, sha256 of the LM transcripts, of the
+                       lexicon and of the lang's phones/words/pdfs/topology, the context dependency
+                       "monophone": no tree), sizes, and the graph file's byte size; written after the graph
+    lm-<key>.arpa, lm-<key>.G.fst   its LM and G
+
+Every file is written to a temporary name and renamed; two runs building the same key write the same
+bytes. A cached graph is used only when its json holds the expected info, the key of its name is the key
+of that info, and the graph file has the recorded size; otherwise it is rebuilt.
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from asr_kd.utils import atomic_output, write_json, write_text
+
+GRAPH_KEY_DIGITS = 16
+CONTEXT_DEPENDENCY = "monophone"  # no decision tree: each state of each phone is its own pdf
 
 if TYPE_CHECKING:
     import kaldifst
@@ -249,39 +262,94 @@ def map_oov(transcripts: Iterable[str], lang: Lang) -> list[str]:
     return [" ".join(w if w in vocab else oov for w in line.split()) for line in transcripts]
 
 
-def build_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3,
-                         force: bool = False) -> kaldifst.StdVectorFst:
-    """``<lang_dir>/HCLG.fst`` for an ``order``-gram LM on ``transcripts``: read if cached, else built.
+def lang_sha256(lang: Lang) -> str:
+    """sha256 of what the graph takes from a lang besides the lexicon: phones, words, pdfs, topology."""
+    text = json.dumps({"phones": lang.phone_symbols, "words": lang.word_symbols, "pdfs": lang.pdfs_text(),
+                       "topology": lang.topo_json()}, sort_keys=True)  # fmt: skip
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    The cache is valid when ``HCLG.json`` records the same LM order, transcripts sha256 and lexicon sha256.
-    Also writes ``lm_<order>gram.arpa`` and its G, ``lm_<order>gram.G.fst``, in ``lang_dir``.
-    """
+
+def graph_build_info(lang: Lang, texts: Sequence[str], order: int) -> dict:
+    """What a decoding graph is built from (its cache key is the sha256 of this dict): ``texts`` are the
+    LM transcripts after :func:`map_oov`."""
+    return {"format_version": GRAPH_FORMAT_VERSION, "lm_order": int(order), "transcripts_sha256": transcripts_sha256(texts),
+            "lexicon_sha256": lang.lexicon_sha256, "lang_sha256": lang_sha256(lang),
+            "context_dependency": CONTEXT_DEPENDENCY}  # fmt: skip
+
+
+def graph_key(info: dict) -> str:
+    """The cache key of a graph's build info: the first 16 hex digits of the sha256 of its canonical JSON."""
+    fields = {k: info[k] for k in ("format_version", "lm_order", "transcripts_sha256", "lexicon_sha256",
+                                   "lang_sha256", "context_dependency")}  # fmt: skip
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:GRAPH_KEY_DIGITS]
+
+
+def graph_paths(lang_dir: Path | str, key: str) -> tuple[Path, Path]:
+    """``(HCLG-<key>.fst, HCLG-<key>.json)`` in ``lang_dir``."""
+    lang_dir = Path(lang_dir)
+    return lang_dir / f"HCLG-{key}.fst", lang_dir / f"HCLG-{key}.json"
+
+
+def read_graph_info(graph_path: Path | str) -> tuple[dict | None, str]:
+    """``(info, "")`` of a cached graph that is complete and consistent, else ``(None, why not)``: its json
+    is readable, its name's key is the key of its info, and the graph file has the recorded size."""
+    graph_path = Path(graph_path)
+    info_path = graph_path.with_suffix(".json")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        key = graph_key(info)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"{info_path} is missing or unreadable"
+    if graph_path.name != f"HCLG-{key}.fst":
+        return None, f"{info_path} describes a graph with key {key}, not {graph_path.name}"
+    if not graph_path.is_file() or graph_path.stat().st_size != info.get("num_bytes"):
+        return None, f"{graph_path} is missing or does not have the {info.get('num_bytes')} bytes recorded"
+    return info, ""
+
+
+def cached_graphs(lang_dir: Path | str) -> list[tuple[Path, dict]]:
+    """The complete cached graphs of ``lang_dir``, ``(graph path, info)``, sorted by file name."""
+    out = []
+    for path in sorted(Path(lang_dir).glob("HCLG-*.fst")):
+        info, _ = read_graph_info(path)
+        if info is not None:
+            out.append((path, info))
+    return out
+
+
+def ensure_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3,
+                          force: bool = False) -> tuple[Path, dict]:  # fmt: skip
+    """The path and info of the ``order``-gram HCLG of ``lang_dir`` on ``transcripts``: the cached
+    ``HCLG-<key>.fst`` when it verifies (:func:`read_graph_info`), else built and cached (module docstring)."""
     from asr_kd.data.lang import Lang
 
-    kaldifst = _kaldifst()
     lang_dir = Path(lang_dir)
     lang = Lang.load(lang_dir)
     texts = map_oov(transcripts, lang)
-    info = {"format_version": GRAPH_FORMAT_VERSION, "lm_order": order,
-            "transcripts_sha256": transcripts_sha256(texts), "lexicon_sha256": lang.lexicon_sha256}
-    graph_path, info_path = lang_dir / "HCLG.fst", lang_dir / "HCLG.json"
-    if info_path.is_file() and graph_path.is_file() and not force:
-        try:
-            cached = json.loads(info_path.read_text(encoding="utf-8"))
-        except ValueError:
-            cached = {}
-        if all(cached.get(k) == v for k, v in info.items()):
+    info = graph_build_info(lang, texts, order)
+    key = graph_key(info)
+    graph_path, info_path = graph_paths(lang_dir, key)
+    if not force:
+        cached, why = read_graph_info(graph_path)
+        if cached is not None and all(cached.get(k) == v for k, v in info.items()):
             logging.info(f"{graph_path} already done ({order}-gram LM)")
-            return kaldifst.StdVectorFst.read(str(graph_path))
-        logging.info(f"{graph_path} was built for another LM or lexicon: rebuilding")
-    info_path.unlink(missing_ok=True)
-    arpa = train_ngram_lm(texts, order, lang_dir / f"lm_{order}gram.arpa")
+            return graph_path, cached
+        if graph_path.exists() or info_path.exists():
+            logging.warning(f"{graph_path} cannot be reused ({why or 'other build info'}): rebuilding")
+    arpa = train_ngram_lm(texts, order, lang_dir / f"lm-{key}.arpa")
     hclg = make_decoding_graph(lang, make_g(arpa, lang, lang_dir))
     with atomic_output(graph_path) as tmp:
         if not hclg.write(str(tmp)):
             raise OSError(f"could not write {graph_path}")
-    info.update(num_states=hclg.num_states,
-                num_arcs=sum(hclg.num_arcs(s) for s in range(hclg.num_states)),
-                num_transcripts=len(texts))
+    info.update(key=key, num_states=hclg.num_states, num_arcs=sum(hclg.num_arcs(s) for s in range(hclg.num_states)),
+                num_transcripts=len(texts), num_bytes=graph_path.stat().st_size)  # fmt: skip
     write_json(info_path, info)
-    return hclg
+    return graph_path, info
+
+
+def build_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3,
+                         force: bool = False) -> kaldifst.StdVectorFst:
+    """The ``order``-gram HCLG of ``lang_dir`` on ``transcripts``, read if cached, else built
+    (:func:`ensure_decoding_graph`; also writes ``lm-<key>.arpa`` and its G, ``lm-<key>.G.fst``)."""
+    graph_path, _ = ensure_decoding_graph(lang_dir, transcripts, order, force)
+    return _kaldifst().StdVectorFst.read(str(graph_path))

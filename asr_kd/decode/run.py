@@ -15,7 +15,8 @@ Usage:
 Posteriors: one checkpoint's softmax, or for several the arithmetic mean of their softmax posteriors at
 T = 1 (``ensemble_posteriors``). Hybrid scores per frame: ``acoustic_scale * (log p(s|x) - log prior(s))``,
 priors from the aligner's ``pdf_counts.txt``; Viterbi beam search (kaldi-decoder) over
-``<lang_dir>/HCLG.fst``, built (and cached) from an ``lm_order``-gram LM on the ``lm_cuts`` transcripts.
+``<lang_dir>/HCLG-<key>.fst``, built (and cached under a key of what it is built from) from an
+``lm_order``-gram LM on the ``lm_cuts`` transcripts.
 The reference of a cut is its supervisions' text joined (already in the lexicon's normal form, as the
 prepare stage writes it). Cuts with ``frame_labels`` also give frame accuracy (arg-max posterior ==
 label, over the frames both have); cuts whose features (or labels) cannot be read are skipped and listed.
@@ -31,7 +32,6 @@ existing record without decoding again (``force=True`` redoes it).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -80,23 +80,26 @@ def read_pdf_counts(path: Path | str) -> np.ndarray:
 
 
 def decoding_graph(lang_dir: Path | str, lm_cuts: Path | str | None, lm_order: int) -> tuple[Path, dict]:
-    """``(<lang_dir>/HCLG.fst, its HCLG.json info)``: built on the ``lm_cuts`` transcripts (cached), or the
-    existing graph as is when ``lm_cuts`` is None."""
-    from asr_kd.decode.graph import build_decoding_graph
+    """``(<lang_dir>/HCLG-<key>.fst, its info)``: built on the ``lm_cuts`` transcripts (cached by what it is
+    built from: :mod:`asr_kd.decode.graph`), or, when ``lm_cuts`` is None, the one cached graph of an
+    ``lm_order``-gram LM in ``lang_dir`` (an error when there is none, or several)."""
+    from asr_kd.decode.graph import cached_graphs, ensure_decoding_graph
 
     lang_dir = Path(lang_dir)
-    graph_path, info_path = lang_dir / "HCLG.fst", lang_dir / "HCLG.json"
     if lm_cuts is not None:
         texts = [reference_text(c) for c in CutSet.from_file(lm_cuts)]
-        build_decoding_graph(lang_dir, texts, order=lm_order)
-    elif not graph_path.is_file():
-        raise FileNotFoundError(f"no decoding graph {graph_path}: pass the training cuts as lm_cuts (--lm-cuts) "
-                                f"to build one")  # fmt: skip
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    if lm_cuts is None and info.get("lm_order", lm_order) != lm_order:
-        logging.warning(f"using the cached {graph_path} of a {info['lm_order']}-gram LM (lm_order {lm_order} "
-                        f"applies only when lm_cuts are given)")  # fmt: skip
-    return graph_path, info
+        return ensure_decoding_graph(lang_dir, texts, order=lm_order)
+    graphs = cached_graphs(lang_dir)
+    matching = [(p, i) for p, i in graphs if i.get("lm_order") == lm_order]
+    if not matching:
+        found = ", ".join(f"{p.name} ({i.get('lm_order')}-gram)" for p, i in graphs) or "none"
+        raise FileNotFoundError(f"no decoding graph HCLG-<key>.fst of a {lm_order}-gram LM in {lang_dir} (cached: "
+                                f"{found}): pass the training cuts as lm_cuts (--lm-cuts) to build one")  # fmt: skip
+    if len(matching) > 1:
+        raise ValueError(f"{len(matching)} cached {lm_order}-gram graphs in {lang_dir} "
+                         f"({', '.join(p.name for p, _ in matching)}), built on other LM texts: pass lm_cuts "
+                         f"(--lm-cuts) to say which")  # fmt: skip
+    return matching[0]
 
 
 def _member_info(paths: Sequence[Path | str]) -> tuple[dict[str, Any], list]:
@@ -254,12 +257,13 @@ def decode_cuts(
     Args:
         models: one checkpoint, or several (their softmax posteriors averaged at T = 1).
         cuts_path: any CutSet manifest with features; ``frame_labels`` where present give frame accuracy.
-        lang_dir: the lang directory (words.txt; HCLG.fst is built or read there).
+        lang_dir: the lang directory (words.txt; HCLG-<key>.fst is built or read there).
         output_dir: where the files of the module docstring go.
         name: the decoding's name in the file names and in the record.
         role: e.g. teacher / ensemble / student_hard / student_kd (stored as given).
         pdf_counts: the aligner's ``pdf_counts.txt``: the priors.
-        lm_cuts: the training cuts, whose transcripts train the LM; None uses the existing HCLG.fst.
+        lm_cuts: the training cuts, whose transcripts train the LM; None uses the one cached graph of an
+            ``lm_order``-gram LM.
         lm_order: n-gram order of the LM.
         acoustic_scale, beam, max_active: the search (beam in scaled log units).
         num_jobs: decoding processes (the hypotheses do not depend on it).
@@ -291,7 +295,8 @@ def decode_cuts(
     decode_config = {"acoustic_scale": "tuned" if tuned else acoustic_scale, "beam": beam, "max_active": max_active,
                      "lm_order": graph_info.get("lm_order", lm_order), "num_jobs": num_jobs, "prior_floor": prior_floor,
                      "lang_dir": str(lang_dir), "pdf_counts": str(pdf_counts),
-                     "lm_transcripts_sha256": graph_info.get("transcripts_sha256")}  # fmt: skip
+                     "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
+                     "graph": graph_path.name}  # fmt: skip
     if tuned:
         decode_config.update(tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])
     expected = {"name": name, "role": role, "test_set": str(cuts_path), "decode_config": decode_config, **member_info}

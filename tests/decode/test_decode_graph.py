@@ -16,9 +16,11 @@ from asr_kd.data.lang import Lang
 from asr_kd.decode.graph import (
     GraphError,
     build_decoding_graph,
+    ensure_decoding_graph,
     make_decoding_graph,
     make_g,
     map_oov,
+    read_graph_info,
     train_ngram_lm,
     transcripts_sha256,
 )
@@ -115,23 +117,61 @@ def test_path_cost_is_hmm_plus_lm(lang: Lang, lang_dir: Path, hclg, words: list[
 
     cost, word_ids = best_cost(hclg)
     assert word_ids == [lang.word_to_id[w] for w in words]
-    expected = best_cost(utterance_graph(lang, words))[0] + lm_cost(read_arpa(lang_dir / "lm_2gram.arpa"), words)
+    expected = best_cost(utterance_graph(lang, words))[0] + lm_cost(read_arpa(arpa_of(lang_dir, 2)), words)
     # minimize_encoded quantizes weights to 1/1024 (Kaldi's fstminimizeencoded): a few 1e-3 on a path
     assert cost == pytest.approx(expected, abs=1e-2)
 
 
+def arpa_of(lang_dir: Path, order: int) -> Path:
+    return lang_dir / f"lm-{ensure_decoding_graph(lang_dir, LM_TEXT, order)[1]['key']}.arpa"
+
+
 def test_cache(lang_dir: Path, hclg) -> None:
-    info = json.loads((lang_dir / "HCLG.json").read_text())
+    path, info = ensure_decoding_graph(lang_dir, LM_TEXT, order=2)
     assert info["lm_order"] == 2 and info["transcripts_sha256"] == transcripts_sha256(LM_TEXT)
-    assert info["num_states"] == hclg.num_states
-    mtime = (lang_dir / "HCLG.fst").stat().st_mtime_ns
+    assert info["num_states"] == hclg.num_states and path.name == f"HCLG-{info['key']}.fst"
+    mtime = path.stat().st_mtime_ns
     again = build_decoding_graph(lang_dir, LM_TEXT, order=2)
-    assert (lang_dir / "HCLG.fst").stat().st_mtime_ns == mtime and again.num_states == hclg.num_states
-    unigram = build_decoding_graph(lang_dir, LM_TEXT, order=1)  # another order: rebuilt
-    assert json.loads((lang_dir / "HCLG.json").read_text())["lm_order"] == 1
-    assert unigram.num_states != hclg.num_states
-    build_decoding_graph(lang_dir, LM_TEXT, order=2)  # back, for the other tests of this module
+    assert path.stat().st_mtime_ns == mtime and again.num_states == hclg.num_states
     assert not list(lang_dir.glob(".tmp.*"))
+
+
+def _arcs(fst: kaldifst.StdVectorFst) -> list[tuple]:
+    return [(s, a.ilabel, a.olabel, round(a.weight.value, 4), a.nextstate)
+            for s in range(fst.num_states) for a in kaldifst.ArcIterator(fst, s)]  # fmt: skip
+
+
+def test_graphs_of_two_lm_orders_share_one_lang_dir(lang_dir: Path, lang: Lang, hclg, tmp_path: Path) -> None:
+    """A 1-gram build no longer replaces the 2-gram graph a concurrent decode reads: each has its own
+    file, keyed by its build info, and each reads back as the graph built from scratch."""
+    bigram_path, bigram = ensure_decoding_graph(lang_dir, LM_TEXT, order=2)
+    unigram_path, unigram = ensure_decoding_graph(lang_dir, LM_TEXT, order=1)
+    assert unigram_path != bigram_path and bigram_path.is_file() and unigram_path.is_file()
+    assert (unigram["lm_order"], bigram["lm_order"]) == (1, 2) and unigram["key"] != bigram["key"]
+    for order, path in ((2, bigram_path), (1, unigram_path)):
+        fresh = make_decoding_graph(lang, make_g(train_ngram_lm(map_oov(LM_TEXT, lang), order, tmp_path / f"{order}.arpa"),
+                                                 lang, lang_dir))  # fmt: skip
+        assert _arcs(kaldifst.StdVectorFst.read(str(path))) == _arcs(fresh)
+    assert _arcs(kaldifst.StdVectorFst.read(str(bigram_path))) != _arcs(kaldifst.StdVectorFst.read(str(unigram_path)))
+    other_text = ensure_decoding_graph(lang_dir, [*LM_TEXT, "ten ten"], order=2)[1]
+    assert other_text["key"] not in (bigram["key"], unigram["key"])  # the LM text is part of the key
+
+
+def test_damaged_or_mislabelled_graph_is_rebuilt(lang_dir: Path, hclg) -> None:
+    path, info = ensure_decoding_graph(lang_dir, LM_TEXT, order=2)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # truncated: the recorded size differs
+    assert read_graph_info(path)[0] is None
+    rebuilt_path, _ = ensure_decoding_graph(lang_dir, LM_TEXT, order=2)
+    assert rebuilt_path == path and path.read_bytes() == good
+    # a json whose info belongs to another key is not trusted
+    json_path = path.with_suffix(".json")
+    saved = json_path.read_text()
+    json_path.write_text(json.dumps({**info, "lm_order": 3}))
+    assert "key" in read_graph_info(path)[1]
+    ensure_decoding_graph(lang_dir, LM_TEXT, order=2)
+    assert json.loads(json_path.read_text())["lm_order"] == 2 and path.read_bytes() == good
+    assert json.loads(saved)["num_bytes"] == len(good)
 
 
 def test_make_decoding_graph_from_g(lang: Lang, lang_dir: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from decode_fixtures import LM_TEXT, make_lang, one_hot_loglikes, pdf_sequence
 
 from asr_kd.data.lang import Lang
 from asr_kd.decode.decoder import compute_log_priors, decode_batch, decode_utterance, hybrid_loglikes
-from asr_kd.decode.graph import build_decoding_graph
+from asr_kd.decode.graph import build_decoding_graph, ensure_decoding_graph
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("decoder")
     lang = make_lang(tmp)
     graph = build_decoding_graph(tmp / "lang", LM_TEXT, order=2)
-    return lang, graph, tmp / "lang" / "HCLG.fst"
+    return lang, graph, ensure_decoding_graph(tmp / "lang", LM_TEXT, order=2)[0]
 
 
 def word_ids(lang: Lang, words: list[str]) -> list[int]:
