@@ -2,35 +2,50 @@
 
 Usage:
     from asr_kd.decode.graph import build_decoding_graph
-    graph = build_decoding_graph("data/lang", transcripts, order=3)   # cached in data/lang/HCLG.fst
+    graph = build_decoding_graph("data/lang", transcripts, order=3)   # cached in data/lang/HCLG-<key>.fst
+    path, info = ensure_decoding_graph("data/lang", transcripts, tree=tree, transitions=transitions)
+    extra_pdfs = graph_label_pdfs(info)                               # triphone pdfs: the key has the tree
 
-The steps (Kaldi's mkgraph.sh without context dependency; each phone state is its own pdf):
+The steps (Kaldi's mkgraph.sh):
 
-1. ``train_ngram_lm``: a Kneser-Ney ARPA LM (kaldingram) on the training transcripts (out-of-vocabulary
-   words mapped to ``lang.config.oov_word``).
+1. ``train_ngram_lm``: a Kneser-Ney ARPA LM (kaldingram) on the LM text (out-of-vocabulary words mapped
+   to ``lang.config.oov_word``).
 2. ``make_g``: G = kaldilm.arpa2fst with ``#0`` on the input side of back-off arcs, ``<s>``/``</s>`` as
    epsilon, symbols from words.txt.
 3. LG = L_disambig o G (L arc-sorted on output labels, G on input labels), then ``determinize_star``
    (possible thanks to the disambiguation symbols) and ``minimize_encoded``.
-4. H expansion, no self-loops yet: every phone arc ``p:w/c`` of LG becomes the chain of its HMM states
-   ``d_0+1:w/c, d_1+1:0/-f_0, ..., 0:0/-f_{n-1}`` (``d_i`` the pdf ids, ``f_i`` the forward log-probs);
-   a disambiguation symbol ``#k`` becomes the private input label ``num_pdfs + 1 + k`` so that it keeps
-   the graph determinizable; then ``determinize_star`` and ``minimize_encoded`` again (Kaldi's
-   H o CLG, determinize, minimize).
+   With a context tree (``context_width`` N > 1, central position P): CLG = ``kaldifst.compose_context``
+   (Kaldi's fstcomposecontext) of LG, whose input label i is the phone window ``ilabel_info[i]`` (N phone
+   ids, 0 = no phone at the utterance's start or end), ``[-d]`` the disambiguation symbol d and ``[0]``
+   the start-of-utterance symbol (Kaldi's ``#-1``, kept as one more disambiguation symbol). A monophone
+   tree skips this: LG's phone ``p`` is the window ``(p,)``.
+4. H expansion, no self-loops yet (Kaldi's make-h-transducer, applied by substitution): every window arc
+   ``w:o/c`` becomes the chain of the HMM states of its central phone
+   ``l_0:o/c, l_1:0/-f_0, ..., 0:0/-f_{n-1}`` (``l_i`` the label of pdf ``tree.pdf(w, i)`` with the
+   state's self-loop cost, :class:`~asr_kd.decode.context.HmmLabels`; ``f_i`` the forward log-probs of
+   the transition model); a disambiguation symbol ``#k`` becomes the private input label
+   ``num_labels + 1 + k`` so that it keeps the graph determinizable; then ``determinize_star`` and
+   ``minimize_encoded`` again (Kaldi's H o CLG, determinize, minimize).
 5. Remove the disambiguation symbols and add self-loops, in one rebuild with ``add_arc`` (never mutating
    labels in place): ``#k`` input labels become epsilon; every state is split by the input label of its
-   incoming arcs (the start state counts as reached by epsilon) and a copy reached by pdf ``d`` gets the
-   self-loop ``d+1:0/-l_d`` (``l_d`` the self-loop log-prob), as Kaldi's add-self-loops without reordering.
-   Input labels are pdf id + 1 (0 = epsilon), as kaldi-decoder's ``DecodableCtc`` wants; output labels
-   are word ids (words.txt); costs in nats (tropical semiring).
+   incoming arcs (the start state counts as reached by epsilon) and a copy reached by label ``l`` gets
+   the self-loop ``l:0/-loop_l``, as Kaldi's add-self-loops without reordering.
+   Input labels are pdf id + 1 (0 = epsilon; labels above num_pdfs score ``extra_label_pdfs``), as
+   kaldi-decoder's ``DecodableCtc`` wants; output labels are word ids (words.txt); costs in nats
+   (tropical semiring).
+
+Without a tree (or with a monophone tree whose pdfs are the lang's, and the lang's transitions) the graph
+is the monophone one: labels pdf id + 1, no extra labels.
 
 ``build_decoding_graph`` caches the result in the lang dir under a name keyed by what it was built from,
 so that decodes with different LMs can share one lang dir, even at the same time::
 
     HCLG-<key>.fst     the graph; <key>: the first 16 hex digits of the sha256 of its build info
     HCLG-<key>.json    the build info (format version, LM order, sha256 of the LM transcripts, of the
-                       lexicon and of the lang's phones/words/pdfs/topology, the context dependency
-                       "monophone": no tree), sizes, and the graph file's byte size; written after the graph
+                       lexicon and of the lang's phones/words/pdfs/topology, the context dependency:
+                       "monophone", or N, P and the sha256 of the tree and transitions files,
+                       :func:`context_dependency`), sizes, the graph file's byte size, the pdfs of the
+                       extra input labels; written after the graph
     lm-<key>.arpa, lm-<key>.G.fst   its LM and G
 
 Every file is written to a temporary name and renamed; two runs building the same key write the same
@@ -50,10 +65,21 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from asr_kd.decode.context import (
+    ContextTree,
+    HmmChain,
+    HmmLabels,
+    LangTransitions,
+    MonophoneTree,
+    Transitions,
+    hmm_labels,
+    is_monophone,
+    saved_sha256,
+)
 from asr_kd.utils import atomic_output, write_json, write_text
 
 GRAPH_KEY_DIGITS = 16
-CONTEXT_DEPENDENCY = "monophone"  # no decision tree: each state of each phone is its own pdf
+CONTEXT_DEPENDENCY = "monophone"  # no decision tree: each state of each phone is its own pdf (lang topology)
 
 if TYPE_CHECKING:
     import kaldifst
@@ -141,15 +167,6 @@ def make_g(arpa: Path | str, lang: Lang, lang_dir: Path | str | None = None) -> 
     return g
 
 
-def _transition_costs(lang: Lang) -> tuple[np.ndarray, np.ndarray]:
-    """Per pdf: (self-loop cost, forward cost) in nats, ``-ln p`` and ``-ln (1 - p)``."""
-    self_loop, forward = np.zeros(lang.num_pdfs), np.zeros(lang.num_pdfs)
-    for phone in lang.phones:
-        for pdf, (loop_lp, fwd_lp) in zip(lang.pdf_ids(phone), lang.transition_logprobs(phone)):
-            self_loop[pdf], forward[pdf] = -loop_lp, -fwd_lp
-    return self_loop, forward
-
-
 def _determinize_minimize(fst: kaldifst.StdVectorFst, what: str) -> None:
     kaldifst = _kaldifst()
     # returns True when stopped early (max_states), False when it completed
@@ -170,47 +187,76 @@ def _compose_lg(lang: Lang, g: kaldifst.StdVectorFst) -> kaldifst.StdVectorFst:
     return lg
 
 
-def _expand_hmms(lang: Lang, lg: kaldifst.StdVectorFst, forward: np.ndarray) -> kaldifst.StdVectorFst:
-    """Step 4: phones -> left-to-right HMM chains without self-loops; ``#k`` -> ``num_pdfs + 1 + k``."""
+def _input_labels(lang: Lang, fst: kaldifst.StdVectorFst, tree: ContextTree, transitions: Transitions
+                  ) -> tuple[kaldifst.StdVectorFst, HmmLabels, dict[int, HmmChain | int]]:
+    """The FST whose input labels are expanded into HMMs (LG, or CLG for a context tree) and what each of
+    its input labels becomes: an HMM chain, or a private disambiguation label (0 for epsilon)."""
     kaldifst = _kaldifst()
-    disambig_label = {pid: lang.num_pdfs + 1 + k for k, pid in enumerate(lang.disambig_ids)}
+    disambig_ids = lang.disambig_ids
+    if is_monophone(tree):
+        windows = {lang.phone_to_id[p]: (lang.phone_to_id[p],) for p in lang.phones}
+        disambig = {pid: k for k, pid in enumerate(disambig_ids)}
+    else:
+        # C o LG (Kaldi's fstcomposecontext): input label i is the phone window ilabel_info[i]; [] is
+        # epsilon, [-d] the disambiguation symbol d, [0] the start-of-utterance symbol (Kaldi's #-1, a
+        # disambiguation symbol of its own); a 0 inside a window is "no phone" (utterance start or end)
+        fst, ilabel_info = kaldifst.compose_context(disambig_ids, tree.context_width, tree.central_position, fst)
+        windows, disambig = {}, {}
+        for ilabel, info in enumerate(ilabel_info):
+            if len(info) == tree.context_width and (len(info) > 1 or info[0] > 0):
+                windows[ilabel] = tuple(info)
+            elif len(info) == 1 and info[0] == 0:
+                disambig[ilabel] = len(disambig_ids)
+            elif len(info) == 1 and -info[0] in disambig_ids:
+                disambig[ilabel] = disambig_ids.index(-info[0])
+            elif info:  # pragma: no cover - compose_context writes only these
+                raise GraphError(f"compose_context gave input label {ilabel} the unknown meaning {list(info)}")
+    labels, chains = hmm_labels(lang, tree, transitions, [windows[i] for i in sorted(windows)])
+    kinds: dict[int, HmmChain | int] = {i: chains[w] for i, w in windows.items()}
+    kinds.update({i: labels.num_labels + 1 + k for i, k in disambig.items()})
+    kinds[0] = 0
+    return fst, labels, kinds
+
+
+def _expand_hmms(lang: Lang, fst: kaldifst.StdVectorFst, kinds: dict[int, HmmChain | int]) -> kaldifst.StdVectorFst:
+    """Step 4: input labels -> left-to-right HMM chains without self-loops (``kinds``, from
+    :func:`_input_labels`); disambiguation symbols -> their private labels; ``#0`` outputs -> epsilon."""
+    kaldifst = _kaldifst()
     word_disambig = lang.word_to_id["#0"]
-    phone_pdfs = {lang.phone_to_id[p]: lang.pdf_ids(p) for p in lang.phones}
     h = kaldifst.StdVectorFst()
-    for _ in range(lg.num_states):
+    for _ in range(fst.num_states):
         h.add_state()
-    h.start = lg.start
-    for state in range(lg.num_states):
-        final = lg.final(state).value
+    h.start = fst.start
+    for state in range(fst.num_states):
+        final = fst.final(state).value
         if math.isfinite(final):
             h.set_final(state, final)
-        for arc in kaldifst.ArcIterator(lg, state):
+        for arc in kaldifst.ArcIterator(fst, state):
             olabel = 0 if arc.olabel == word_disambig else arc.olabel
             cost = arc.weight.value
-            if arc.ilabel in phone_pdfs:
-                pdfs, src = phone_pdfs[arc.ilabel], state
-                for i, pdf in enumerate(pdfs):
+            kind = kinds.get(arc.ilabel)
+            if isinstance(kind, HmmChain):
+                src = state
+                for i, label in enumerate(kind.labels):
                     nxt = h.add_state()
-                    h.add_arc(src, kaldifst.StdArc(pdf + 1, olabel if i == 0 else 0,
-                                                   cost if i == 0 else float(forward[pdfs[i - 1]]), nxt))
+                    h.add_arc(src, kaldifst.StdArc(label, olabel if i == 0 else 0,
+                                                   cost if i == 0 else kind.forward[i - 1], nxt))
                     src = nxt
-                h.add_arc(src, kaldifst.StdArc(0, 0, float(forward[pdfs[-1]]), arc.nextstate))
-            elif arc.ilabel in disambig_label or arc.ilabel == 0:
-                h.add_arc(state, kaldifst.StdArc(disambig_label.get(arc.ilabel, 0), olabel, cost,
-                                                 arc.nextstate))
+                h.add_arc(src, kaldifst.StdArc(0, 0, kind.forward[-1], arc.nextstate))
+            elif kind is not None:
+                h.add_arc(state, kaldifst.StdArc(kind, olabel, cost, arc.nextstate))
             else:  # pragma: no cover - L_disambig has phones and #k only
                 raise GraphError(f"LG has an unknown input label {arc.ilabel}")
     return h
 
 
-def _remove_disambig_add_self_loops(lang: Lang, h: kaldifst.StdVectorFst,
-                                    self_loop: np.ndarray) -> kaldifst.StdVectorFst:
+def _remove_disambig_add_self_loops(h: kaldifst.StdVectorFst, labels: HmmLabels) -> kaldifst.StdVectorFst:
     """Step 5: ``#k`` -> epsilon and HMM self-loops, splitting states by incoming input label."""
     kaldifst = _kaldifst()
-    num_pdfs = lang.num_pdfs
+    num_labels = labels.num_labels
 
     def mapped(ilabel: int) -> int:
-        return ilabel if ilabel <= num_pdfs else 0
+        return ilabel if ilabel <= num_labels else 0
 
     incoming: list[set[int]] = [set() for _ in range(h.num_states)]
     incoming[h.start].add(0)
@@ -229,7 +275,7 @@ def _remove_disambig_add_self_loops(lang: Lang, h: kaldifst.StdVectorFst,
             if math.isfinite(final):
                 out.set_final(copy, final)
             if label > 0:
-                out.add_arc(copy, kaldifst.StdArc(label, 0, float(self_loop[label - 1]), copy))
+                out.add_arc(copy, kaldifst.StdArc(label, 0, labels.self_loop[label], copy))
             for ilabel, olabel, cost, nxt in arcs:
                 out.add_arc(copy, kaldifst.StdArc(ilabel, olabel, cost, copies[nxt][ilabel]))
     kaldifst.connect(out)
@@ -237,23 +283,40 @@ def _remove_disambig_add_self_loops(lang: Lang, h: kaldifst.StdVectorFst,
     return out
 
 
-def make_decoding_graph(lang: Lang, g: kaldifst.StdVectorFst) -> kaldifst.StdVectorFst:
-    """HCLG from a lang and G (steps 3-5 of the module docstring).
+def make_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree | None = None,
+              transitions: Transitions | None = None) -> tuple[kaldifst.StdVectorFst, HmmLabels]:
+    """HCLG from a lang and G (steps 3-5 of the module docstring), and its input labels.
+
+    Args:
+        tree: the context tree of the acoustic model's pdfs (None: the lang's monophone pdfs).
+        transitions: its transition model (None: the lang topology's fixed probabilities).
 
     Returns:
-        ``kaldifst.StdVectorFst``: input labels pdf id + 1 (0 = epsilon), output labels word ids, costs
-        -ln P(HMM transitions, optional silence, words) in nats; arc-sorted on input labels.
+        ``(hclg, labels)``: hclg a ``kaldifst.StdVectorFst`` with input labels 1..``labels.num_labels``
+        (pdf id + 1, plus the extra labels of :class:`~asr_kd.decode.context.HmmLabels`; 0 = epsilon),
+        output labels word ids, costs -ln P(HMM transitions, optional silence, words) in nats;
+        arc-sorted on input labels.
     """
-    self_loop, forward = _transition_costs(lang)
+    tree = tree if tree is not None else MonophoneTree(lang)
+    transitions = transitions if transitions is not None else LangTransitions(lang)
     lg = _compose_lg(lang, g)
-    h = _expand_hmms(lang, lg, forward)
-    _determinize_minimize(h, "H o LG")
-    hclg = _remove_disambig_add_self_loops(lang, h, self_loop)
+    lg_states = lg.num_states
+    fst, labels, kinds = _input_labels(lang, lg, tree, transitions)
+    h = _expand_hmms(lang, fst, kinds)
+    _determinize_minimize(h, "H o CLG" if not is_monophone(tree) else "H o LG")
+    hclg = _remove_disambig_add_self_loops(h, labels)
     if hclg.num_states == 0:
         raise GraphError("the decoding graph is empty (does the LM share any word with the lexicon?)")
-    logging.info(f"HCLG: LG {lg.num_states} states -> HCLG {hclg.num_states} states, "
-                 f"{sum(hclg.num_arcs(s) for s in range(hclg.num_states))} arcs")
-    return hclg
+    logging.info(f"HCLG (context width {tree.context_width}): LG {lg_states} states -> HCLG {hclg.num_states} "
+                 f"states, {sum(hclg.num_arcs(s) for s in range(hclg.num_states))} arcs, "
+                 f"{labels.num_labels} input labels")  # fmt: skip
+    return hclg, labels
+
+
+def make_decoding_graph(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree | None = None,
+                        transitions: Transitions | None = None) -> kaldifst.StdVectorFst:
+    """HCLG alone (:func:`make_hclg`)."""
+    return make_hclg(lang, g, tree, transitions)[0]
 
 
 def map_oov(transcripts: Iterable[str], lang: Lang) -> list[str]:
@@ -269,12 +332,32 @@ def lang_sha256(lang: Lang) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def graph_build_info(lang: Lang, texts: Sequence[str], order: int) -> dict:
+def context_dependency(lang: Lang, tree: ContextTree | None, transitions: Transitions | None) -> str:
+    """The graph's context dependency, as its cache key holds it: ``"monophone"`` for the lang's own pdfs
+    and transitions (no tree; or a monophone tree with the lang's pdfs and transitions equal to the
+    topology's: the same graph), else ``"N=<N> P=<P> tree=<sha256> transitions=<sha256 or lang>"``, the
+    sha256 of what their ``save`` writes."""
+    states = [(lang.phone_to_id[p], s) for p in lang.phones for s in range(lang.num_states(p))]
+    same_tree = tree is None or (is_monophone(tree) and tree.num_pdfs == lang.num_pdfs and all(
+        tree.pdf((p,), s) == lang.pdf_ids(lang.phone_symbols[p])[s] for p, s in states))  # fmt: skip
+    same_transitions = transitions is None or all(
+        np.allclose(transitions.log_probs(p, s), lang.transition_logprobs(lang.phone_symbols[p])[s], rtol=0,
+                    atol=1e-9) for p, s in states)  # fmt: skip
+    if same_tree and same_transitions:
+        return CONTEXT_DEPENDENCY
+    tree = tree if tree is not None else MonophoneTree(lang)
+    tree_sha = "lang" if same_tree else saved_sha256(tree)
+    transitions_sha = "lang" if same_transitions else saved_sha256(transitions)
+    return f"N={tree.context_width} P={tree.central_position} tree={tree_sha} transitions={transitions_sha}"
+
+
+def graph_build_info(lang: Lang, texts: Sequence[str], order: int, tree: ContextTree | None = None,
+                     transitions: Transitions | None = None) -> dict:
     """What a decoding graph is built from (its cache key is the sha256 of this dict): ``texts`` are the
-    LM transcripts after :func:`map_oov`."""
+    LM transcripts after :func:`map_oov`; ``tree``, ``transitions`` those of :func:`make_hclg`."""
     return {"format_version": GRAPH_FORMAT_VERSION, "lm_order": int(order), "transcripts_sha256": transcripts_sha256(texts),
             "lexicon_sha256": lang.lexicon_sha256, "lang_sha256": lang_sha256(lang),
-            "context_dependency": CONTEXT_DEPENDENCY}  # fmt: skip
+            "context_dependency": context_dependency(lang, tree, transitions)}  # fmt: skip
 
 
 def graph_key(info: dict) -> str:
@@ -318,15 +401,20 @@ def cached_graphs(lang_dir: Path | str) -> list[tuple[Path, dict]]:
 
 
 def ensure_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3,
-                          force: bool = False) -> tuple[Path, dict]:  # fmt: skip
+                          force: bool = False, tree: ContextTree | None = None,
+                          transitions: Transitions | None = None) -> tuple[Path, dict]:  # fmt: skip
     """The path and info of the ``order``-gram HCLG of ``lang_dir`` on ``transcripts``: the cached
-    ``HCLG-<key>.fst`` when it verifies (:func:`read_graph_info`), else built and cached (module docstring)."""
+    ``HCLG-<key>.fst`` when it verifies (:func:`read_graph_info`), else built and cached (module docstring).
+
+    ``tree``, ``transitions``: the acoustic model's HMMs (:func:`make_hclg`; None: the lang's monophones).
+    The info also holds ``num_pdfs`` and ``extra_label_pdfs`` (the pdf of each input label above
+    num_pdfs, :class:`~asr_kd.decode.context.HmmLabels`; read by :func:`graph_label_pdfs`)."""
     from asr_kd.data.lang import Lang
 
     lang_dir = Path(lang_dir)
     lang = Lang.load(lang_dir)
     texts = map_oov(transcripts, lang)
-    info = graph_build_info(lang, texts, order)
+    info = graph_build_info(lang, texts, order, tree, transitions)
     key = graph_key(info)
     graph_path, info_path = graph_paths(lang_dir, key)
     if not force:
@@ -337,19 +425,27 @@ def ensure_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], orde
         if graph_path.exists() or info_path.exists():
             logging.warning(f"{graph_path} cannot be reused ({why or 'other build info'}): rebuilding")
     arpa = train_ngram_lm(texts, order, lang_dir / f"lm-{key}.arpa")
-    hclg = make_decoding_graph(lang, make_g(arpa, lang, lang_dir))
+    hclg, labels = make_hclg(lang, make_g(arpa, lang, lang_dir), tree, transitions)
     with atomic_output(graph_path) as tmp:
         if not hclg.write(str(tmp)):
             raise OSError(f"could not write {graph_path}")
     info.update(key=key, num_states=hclg.num_states, num_arcs=sum(hclg.num_arcs(s) for s in range(hclg.num_states)),
-                num_transcripts=len(texts), num_bytes=graph_path.stat().st_size)  # fmt: skip
+                num_transcripts=len(texts), num_bytes=graph_path.stat().st_size, num_pdfs=labels.num_pdfs,
+                extra_label_pdfs=labels.extra_pdfs)  # fmt: skip
     write_json(info_path, info)
     return graph_path, info
 
 
-def build_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3,
-                         force: bool = False) -> kaldifst.StdVectorFst:
+def graph_label_pdfs(info: dict) -> list[int]:
+    """The pdf of each HCLG input label above ``num_pdfs`` (none for a monophone graph; an older graph's
+    info has no such field: none)."""
+    return [int(p) for p in info.get("extra_label_pdfs") or []]
+
+
+def build_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3, force: bool = False,
+                         tree: ContextTree | None = None,
+                         transitions: Transitions | None = None) -> kaldifst.StdVectorFst:  # fmt: skip
     """The ``order``-gram HCLG of ``lang_dir`` on ``transcripts``, read if cached, else built
     (:func:`ensure_decoding_graph`; also writes ``lm-<key>.arpa`` and its G, ``lm-<key>.G.fst``)."""
-    graph_path, _ = ensure_decoding_graph(lang_dir, transcripts, order, force)
+    graph_path, _ = ensure_decoding_graph(lang_dir, transcripts, order, force, tree, transitions)
     return _kaldifst().StdVectorFst.read(str(graph_path))
