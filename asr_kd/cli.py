@@ -20,6 +20,8 @@ Usage::
         --pdf-counts exp/synth_digits/align/pdf_counts.txt --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz \
         --output-dir exp/synth_digits/decode --name student-kd --role student_kd
     asr-kd report exp/synth_digits
+    asr-kd export --model exp/synth_digits/student-kd/best-valid-acc.pt --output exp/synth_digits/deploy/student-kd.onnx \
+        --cuts data/ali/synth_digits_cuts_dev.jsonl.gz --int8 static
     asr-kd stats --manifest-dir data/manifests --corpus synth_digits
 
 Every subcommand only parses its arguments and calls one library function; ``asr-kd <cmd> --help``
@@ -32,16 +34,16 @@ import argparse
 import logging
 import sys
 
-from asr_kd.commands import align, data, decode, kd, report
+from asr_kd.commands import align, data, decode, deploy, kd, report
 from asr_kd.commands.common import use_help_formatter
 from asr_kd.guard import StageError
 from asr_kd.utils import setup_logging
 
 #: command name -> (add its parser, run it), in pipeline order
-COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS, **decode.COMMANDS, **report.COMMANDS}
+COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS, **decode.COMMANDS, **deploy.COMMANDS, **report.COMMANDS}
 ORDER = (
     "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate",
-    "decode", "report", "stats", "write-config",
+    "decode", "report", "export", "stats", "write-config",
 )  # fmt: skip
 
 

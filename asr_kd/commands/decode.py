@@ -9,10 +9,13 @@ from asr_kd.commands.common import add_common
 
 def default_name(models: list[Path]) -> str:
     """The decoding's name: ``ensemble`` for several models, else the checkpoint's directory name
-    (``exp/x/teacher-0/best-valid-acc.pt`` -> ``teacher-0``), else its stem."""
+    (``exp/x/teacher-0/best-valid-acc.pt`` -> ``teacher-0``), else its stem; an ONNX file's stem
+    (``exp/x/deploy/student-kd.int8.onnx`` -> ``student-kd.int8``)."""
     if len(models) > 1:
         return "ensemble"
     path = Path(models[0])
+    if path.suffix == ".onnx":
+        return path.stem
     return path.parent.name or path.stem
 
 
@@ -31,7 +34,8 @@ def _add(sub) -> None:
         "del, num_frames, num_words, test_set, RTF, decode settings, checkpoint hashes). Skips the work "
         "when a matching result-<name>.json exists (--force redoes it).",
     )
-    p.add_argument("--models", type=Path, nargs="+", required=True, help="checkpoints; more than one: an ensemble")
+    p.add_argument("--models", type=Path, nargs="+", required=True,
+                   help="checkpoints or .onnx files of asr-kd export (run by onnxruntime); more than one: an ensemble")
     p.add_argument("--cuts", type=Path, required=True, help="any CutSet with features, e.g. the aligned test cuts")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG-<key>.fst graphs are cached here")
     p.add_argument("--pdf-counts", type=Path, required=True, help="the align stage's <exp-dir>/pdf_counts.txt")
@@ -54,6 +58,15 @@ def _add(sub) -> None:
     p.add_argument("--nj", type=int, default=1, help="decoding processes")
     p.add_argument("--device", default="auto", help="of the forward passes: auto, cpu, cuda")
     p.add_argument("--batch-size", type=int, default=32, help="cuts per forward pass")
+    p.add_argument("--chunk-frames", type=int, default=None,
+                   help="DNN/TDNN checkpoints: run the forward pass chunk by chunk, this many output frames per chunk, "
+                   "each with the context it needs (same posteriors as whole utterances with --cmvn utterance); "
+                   "the algorithmic latency (chunk + look-ahead frames) is logged and recorded. None: whole utterances")
+    p.add_argument("--cmvn", choices=("utterance", "running"), default="utterance",
+                   help="with --chunk-frames: per-utterance CMVN statistics (as trained) or running statistics of "
+                   "the frames received so far (causal)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads of the forward pass (torch and onnxruntime); 0: the libraries' defaults")
     p.add_argument("--force", action="store_true", help="decode even if result-<name>.json matches")
     add_common(p)
 
@@ -67,10 +80,15 @@ def _run(args) -> None:
         role=args.role, pdf_counts=args.pdf_counts, lm_cuts=args.lm_cuts, lm_order=args.lm_order,
         acoustic_scale=args.acoustic_scale, beam=args.beam, max_active=args.max_active, num_jobs=args.nj,
         device=args.device, batch_size=args.batch_size, force=args.force, tune_cuts=args.tune_cuts,
+        chunk_frames=args.chunk_frames, cmvn=args.cmvn, threads=args.threads,
         **({"tune_scales": args.tune_scales} if args.tune_scales else {}),
     )  # fmt: skip
     tuning = result["decode_config"].get("tuning")
     scale = f", acoustic scale {tuning['best']:g} (tuned)" if tuning else ""
+    streaming = result["decode_config"].get("streaming")
+    if streaming:
+        scale += (f", chunks of {streaming['chunk_frames']} frames ({streaming['cmvn']} CMVN): algorithmic latency "
+                  f"{streaming['latency_ms']:g} ms")  # fmt: skip
     print(summary_line(result) + scale)
 
 

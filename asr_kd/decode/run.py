@@ -12,7 +12,8 @@ Usage:
                          pdf_counts="exp/my_recipe/align/pdf_counts.txt",
                          lm_cuts="data/ali/my_corpus_cuts_train.jsonl.gz")
 
-Posteriors: one checkpoint's softmax, or for several the arithmetic mean of their softmax posteriors at
+Models are checkpoints or ONNX files of ``asr-kd export`` (:mod:`asr_kd.models.onnx`, run by onnxruntime),
+optionally chunk by chunk (``chunk_frames``, :mod:`asr_kd.models.streaming`). Posteriors: one model's softmax, or for several the arithmetic mean of their softmax posteriors at
 T = 1 (``ensemble_posteriors``). Hybrid scores per frame: ``acoustic_scale * (log p(s|x) - log prior(s))``,
 priors from the aligner's ``pdf_counts.txt``; Viterbi beam search (kaldi-decoder) over
 ``<lang_dir>/HCLG-<key>.fst``, built (and cached under a key of what it is built from) from an
@@ -103,22 +104,23 @@ def decoding_graph(lang_dir: Path | str, lm_cuts: Path | str | None, lm_order: i
 
 
 def _member_info(paths: Sequence[Path | str]) -> tuple[dict[str, Any], list]:
-    """The result fields that describe the models, and their checkpoints (config + train config)."""
-    from asr_kd.models.checkpoint import checkpoint_hash, load_checkpoint
+    """The result fields that describe the models, and what each file holds (checkpoint or ONNX:
+    :func:`asr_kd.models.onnx.describe_model_file`)."""
+    from asr_kd.models.onnx import describe_model_file
 
-    checkpoints = [load_checkpoint(p) for p in paths]
-    configs = [c.model_config for c in checkpoints]
-    info: dict[str, Any] = {"models": [str(p) for p in paths], "checkpoint_sha256": [checkpoint_hash(p) for p in paths],
+    files = [describe_model_file(p) for p in paths]
+    configs = [f.model_config for f in files]
+    info: dict[str, Any] = {"models": [str(p) for p in paths], "checkpoint_sha256": [f.sha256 for f in files],
                             "temperature": None, "alpha": None, "train_fraction": None}  # fmt: skip
-    if len(checkpoints) == 1:
-        train_config = checkpoints[0].extra.get("train_config") or {}
+    if len(files) == 1:
+        train_config = files[0].train_config
         data = train_config.get("data") if isinstance(train_config.get("data"), dict) else {}
         info.update(temperature=train_config.get("temperature"), alpha=train_config.get("alpha"),
                     train_fraction=train_config.get("train_fraction", data.get("train_fraction")),
                     arch=configs[0].arch, size=configs[0].size)  # fmt: skip
     else:
         info.update(arch=[c.arch for c in configs], size=[c.size for c in configs])
-    return info, checkpoints
+    return info, files
 
 
 class _Scorer:
@@ -251,11 +253,15 @@ def decode_cuts(
     force: bool = False,
     tune_cuts: Path | str | None = None,
     tune_scales: Sequence[float] = DEFAULT_TUNE_SCALES,
+    chunk_frames: int | None = None,
+    cmvn: str = "utterance",
+    threads: int = 0,
 ) -> dict:
     """Decode every cut of ``cuts_path`` with one model or an ensemble; score WER and frame accuracy.
 
     Args:
-        models: one checkpoint, or several (their softmax posteriors averaged at T = 1).
+        models: one model file, or several (their softmax posteriors averaged at T = 1): checkpoints or
+            ``.onnx`` files of ``asr-kd export`` (run by onnxruntime on the CPU), mixed as wished.
         cuts_path: any CutSet manifest with features; ``frame_labels`` where present give frame accuracy.
         lang_dir: the lang directory (words.txt; HCLG-<key>.fst is built or read there).
         output_dir: where the files of the module docstring go.
@@ -275,6 +281,15 @@ def decode_cuts(
             at the scale of lowest WER (``acoustic_scale`` is then unused); the choice and every WER are
             in ``decode_config["tuning"]``. Never tune on the test set itself.
         tune_scales: the acoustic scales tried.
+        chunk_frames: run the forward pass chunk by chunk, ``chunk_frames`` frames at a time, each chunk with
+            the context its outputs need (DNN and TDNN only; :mod:`asr_kd.models.streaming`); the
+            chunking and its algorithmic latency are in ``decode_config["streaming"]``. None: whole
+            utterances.
+        cmvn: with ``chunk_frames``, ``"utterance"`` (the model's own per-utterance CMVN: the same
+            posteriors as the whole-utterance forward) or ``"running"`` (statistics of the frames received
+            so far: causal).
+        threads: intra-op threads of the forward pass (torch and onnxruntime); 0 leaves the libraries'
+            defaults.
 
     Returns:
         The record written to ``result-<name>.json`` (:mod:`asr_kd.decode.record`; WER and frame accuracy
@@ -282,7 +297,7 @@ def decode_cuts(
         decoded feature frames).
     """
     from asr_kd.data.lang import Lang
-    from asr_kd.models.checkpoint import model_from_checkpoint
+    from asr_kd.models.onnx import check_num_pdfs, num_parameters, open_model_file
 
     paths = [models] if isinstance(models, (str, Path)) else list(models)
     if not paths:
@@ -290,7 +305,7 @@ def decode_cuts(
     output_dir = Path(output_dir)
     result_path = output_dir / f"result-{name}.json"
     graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order)
-    member_info, checkpoints = _member_info(paths)
+    member_info, files = _member_info(paths)
     tuned = tune_cuts is not None
     decode_config = {"acoustic_scale": "tuned" if tuned else acoustic_scale, "beam": beam, "max_active": max_active,
                      "lm_order": graph_info.get("lm_order", lm_order), "num_jobs": num_jobs, "prior_floor": prior_floor,
@@ -299,6 +314,15 @@ def decode_cuts(
                      "graph": graph_path.name}  # fmt: skip
     if tuned:
         decode_config.update(tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])
+    if chunk_frames is not None:
+        from asr_kd.models.onnx import is_onnx_path
+        from asr_kd.models.streaming import streaming_info
+
+        onnx_files = [str(p) for p in paths if is_onnx_path(p)]
+        if onnx_files:
+            raise ValueError(f"chunked decoding (chunk_frames) runs checkpoints, not ONNX files {onnx_files}: their "
+                             "graph normalises its whole input")  # fmt: skip
+        decode_config["streaming"] = streaming_info([f.model_config for f in files], chunk_frames, cmvn)
     expected = {"name": name, "role": role, "test_set": str(cuts_path), "decode_config": decode_config, **member_info}
     old = None if force else _reusable(result_path, expected)
     if old is not None:
@@ -307,13 +331,23 @@ def decode_cuts(
 
     lang = Lang.load(lang_dir)
     counts = read_pdf_counts(pdf_counts)
-    num_pdfs = {c.model_config.num_pdfs for c in checkpoints}
-    if num_pdfs != {lang.num_pdfs} or counts.shape[0] != lang.num_pdfs:
-        raise ValueError(f"pdf counts disagree: {pdf_counts} has {counts.shape[0]}, {lang_dir} {lang.num_pdfs}, "
-                         f"the models {sorted(num_pdfs)}")  # fmt: skip
+    for f in files:
+        check_num_pdfs(f.path, f.model_config.num_pdfs, lang.num_pdfs, lang_dir)
+    if counts.shape[0] != lang.num_pdfs:
+        raise ValueError(f"pdf counts disagree: {pdf_counts} has {counts.shape[0]}, {lang_dir} {lang.num_pdfs}")
     dev = resolve_device(device)
-    loaded = [model_from_checkpoint(c, dev) for c in checkpoints]  # the checkpoints read once, above
+    if threads > 0:
+        torch.set_num_threads(threads)
+    loaded = [open_model_file(p, dev, threads=threads) for p in paths]
+    if chunk_frames is not None:
+        from asr_kd.models.streaming import ChunkedModel
+
+        loaded = [ChunkedModel(m, chunk_frames, cmvn=cmvn) for m in loaded]
     search = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active}
+    if chunk_frames is not None:
+        info = decode_config["streaming"]
+        logging.info(f"{name}: chunks of {chunk_frames} frames, context {info['left_context']} + "
+                     f"{info['right_context']} frames, {cmvn} CMVN: algorithmic latency {info['latency_ms']:g} ms")  # fmt: skip
     scorer = _Scorer(loaded, dev, compute_log_priors(counts, prior_floor), graph_path, lang.word_symbols, search,
                      num_jobs)
     if tuned:
@@ -332,7 +366,7 @@ def decode_cuts(
     stats = write_results(output_dir, name, scorer.results)
     result = {
         **expected,
-        "params": sum(p.numel() for m in loaded for p in m.parameters()),
+        "params": sum(num_parameters(m) for m in loaded),
         "frame_acc": scorer.accuracy.value,
         "wer": stats.wer, "sub": stats.sub, "ins": stats.ins, "del": stats.dels,
         "num_frames": scorer.frames, "num_words": stats.num_ref_words, "num_utts": stats.num_utts,
