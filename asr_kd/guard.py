@@ -68,6 +68,9 @@ class OutputIOError(StageError):
         super().__init__(message)
         self.errno = errno_
 
+    def __reduce__(self):  # keep errno across processes (worker pools pickle exceptions)
+        return (type(self), (str(self), self.errno))
+
 
 class TooManySkippedError(StageError):
     """A stage skipped a larger share of its items than allowed."""

@@ -78,3 +78,38 @@ def frame_data() -> SimpleNamespace:
     ``tiny_model_config`` (module docstring)."""
     return SimpleNamespace(num_classes=NUM_CLASSES, make_cuts=make_cuts, make_corpus=make_corpus,
                            tiny_config=tiny_config, tiny_model_config=tiny_model_config)  # fmt: skip
+
+
+@pytest.fixture
+def lock_holder():
+    """``hold(directory, stage) -> Popen``: a child process that holds ``stage_lock(directory, stage)``
+    until it is killed (SIGKILL; at the latest when the test ends). For tests of "a second writer is
+    refused" and "the lock dies with its holder"."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    children: list[subprocess.Popen] = []
+
+    def hold(directory: Path, stage: str) -> subprocess.Popen:
+        code = textwrap.dedent(
+            f"""
+            import time
+            from asr_kd.guard import stage_lock
+            with stage_lock({str(directory)!r}, {stage!r}):
+                print("locked", flush=True)
+                time.sleep(600)
+            """
+        )
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+        children.append(child)
+        assert child.stdout.readline().strip() == "locked"
+        return child
+
+    yield hold
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.wait()

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -32,37 +31,17 @@ from asr_kd.guard import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _hold_lock_in_child(directory: Path, stage: str) -> subprocess.Popen:
-    """A child process that takes the lock, prints 'locked' and sleeps until killed."""
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        from asr_kd.guard import stage_lock
-        with stage_lock({str(directory)!r}, {stage!r}):
-            print("locked", flush=True)
-            time.sleep(600)
-        """
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    assert child.stdout.readline().strip() == "locked"
-    return child
-
-
-def test_second_writer_refused_until_first_is_killed(tmp_path):
-    child = _hold_lock_in_child(tmp_path, "features")
-    try:
-        with pytest.raises(StageError) as info:
-            with stage_lock(tmp_path, "features"):
-                pass
-        message = str(info.value)
-        assert f"pid {child.pid}" in message
-        assert "asr-kd features" in message and str(tmp_path) in message
-        with stage_lock(tmp_path, "lang"):  # another stage's lock is independent
-            pass
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+def test_second_writer_refused_until_first_is_killed(tmp_path, lock_holder):
+    child = lock_holder(tmp_path, "features")
+    with pytest.raises(StageError) as info, stage_lock(tmp_path, "features"):
+        pass
+    message = str(info.value)
+    assert f"pid {child.pid}" in message
+    assert "asr-kd features" in message and str(tmp_path) in message
+    with stage_lock(tmp_path, "lang"):  # another stage's lock is independent
+        pass
+    child.send_signal(signal.SIGKILL)
+    child.wait()
     assert child.returncode == -signal.SIGKILL
     with stage_lock(tmp_path, "features") as path:  # freed by the kernel at the holder's death
         assert json.loads(path.read_text())["pid"] == os.getpid()

@@ -28,3 +28,13 @@ def use_help_formatter(parser: argparse.ArgumentParser) -> None:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", type=Path, default=None, help="also append the log to this file")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_max_skipped_share(p: argparse.ArgumentParser, what: str) -> None:
+    """``--max-skipped-share``: a stage (or split) that skipped a larger share of its ``what`` fails."""
+    from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE
+
+    p.add_argument(
+        "--max-skipped-share", type=float, default=DEFAULT_MAX_SKIPPED_SHARE,
+        help=f"fail (after writing the skip list) when more than this share of a split's {what} is skipped",
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from asr_kd.commands.common import add_common
+from asr_kd.commands.common import add_common, add_max_skipped_share
 
 CORPORA = ("synth_digits", "librispeech", "timit", "yesno")
 
@@ -128,6 +128,7 @@ def _add_features(sub) -> None:
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
     p.add_argument("--num-mel-bins", type=int, default=80, help="fbank dimensions")
     p.add_argument("--sampling-rate", type=int, default=16000, help="audio is resampled to this (Hz)")
+    add_max_skipped_share(p, "utterances")
     add_common(p)
 
 
@@ -137,6 +138,7 @@ def _run_features(args) -> None:
     compute_fbank(
         args.manifest_dir, args.corpus, args.output_dir, splits=args.splits, num_jobs=args.nj,
         device=args.device, num_mel_bins=args.num_mel_bins, sampling_rate=args.sampling_rate,
+        max_skipped_share=args.max_skipped_share,
     )  # fmt: skip
 
 

@@ -9,10 +9,14 @@ Inputs per split (lhotse recipes or ``data_prep``): ``<manifest_dir>/<corpus>_re
 and ``<corpus>_supervisions_<split>.jsonl.gz``. Outputs in ``output_dir``:
 
 - ``<corpus>_cuts_<split>.jsonl.gz``: one cut per supervision (``trim_to_supervisions``), sorted by id,
-  with its supervision (text, ``custom``, ``alignment`` tiers) and a ``Features`` manifest. Written last
-  and atomically: its presence marks the split finished, and a later run skips it. lhotse quirk, kept:
-  supervision times become cut-relative, alignment item times stay recording-relative (subtract
-  ``cut.start`` for cut-relative times).
+  with its supervision (text, ``custom``, ``alignment`` tiers) and a ``Features`` manifest. Written
+  atomically after the archives. lhotse quirk, kept: supervision times become cut-relative, alignment
+  item times stay recording-relative (subtract ``cut.start`` for cut-relative times).
+- ``<corpus>_cuts_<split>.done.json``: written last (atomically), it marks the split finished:
+  ``{"num_cuts", "num_skipped", "files": {name: {"size", "sha256" (files <= 1 MiB)}}}`` of the cut
+  manifest, skip list and every archive (:func:`asr_kd.guard.record_files`). A later run skips the
+  split only when every recorded file is still as recorded; otherwise (a truncated or missing archive,
+  a manifest without its record) it logs why and recomputes the split.
 - ``<corpus>_feats_<split>/feats-NNNNN.lca``: ``LilcomChunkyWriter`` archives, one per shard of
   ``CUTS_PER_SHARD`` consecutive cuts, independent of ``num_jobs``: the output is byte-identical for
   any ``num_jobs``.
@@ -23,13 +27,23 @@ and ``<corpus>_supervisions_<split>.jsonl.gz``. Outputs in ``output_dir``:
 Skip reasons (an utterance is skipped, counted and logged; the run goes on):
 ``missing_recording`` (supervision names no recording), ``missing_audio`` (file absent),
 ``unreadable_audio`` (header unreadable, or loading failed during extraction), ``empty_audio``
-(0 samples / zero duration), ``segment_outside_recording`` (start/duration/channel not inside the
-recording), ``empty_transcript``, ``duplicate_id``, ``extraction_failed``.
-Recordings at another sampling rate are resampled, not skipped.
+(0 samples / zero duration), ``truncated_audio`` (the file holds fewer samples than the manifest
+says), ``sampling_rate_mismatch`` (the file's rate is not the manifest's), ``non_finite_audio`` (NaN
+or infinite samples), ``non_finite_features``, ``segment_outside_recording`` (start/duration/channel
+not inside the recording), ``empty_transcript``, ``duplicate_id``, ``extraction_failed``.
+Recordings whose manifest names another sampling rate are resampled, not skipped.
+
+Guarantees: the stage holds :func:`asr_kd.guard.stage_lock` on ``output_dir`` (a second run on it is
+refused) and removes temporaries of a killed run. An error writing the output (disk full, file-size
+limit, I/O error) is not a skipped utterance: it stops the stage with
+:class:`asr_kd.guard.OutputIOError`, the split is left unfinished and a rerun recomputes it. A split
+that skipped more than ``max_skipped_share`` of its utterances fails
+(:class:`asr_kd.guard.TooManySkippedError`) after writing its skip list, and is not marked finished.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import shutil
@@ -51,6 +65,15 @@ from lhotse.qa import validate_features
 from lhotse.utils import compute_num_frames_from_samples, fastcopy, is_equal_or_contains
 from tqdm import tqdm
 
+from asr_kd.guard import (
+    DEFAULT_MAX_SKIPPED_SHARE,
+    check_skipped_share,
+    raise_if_output_error,
+    record_files,
+    remove_stale_temporaries,
+    stage_lock,
+    verify_files,
+)
 from asr_kd.utils import atomic_output, resolve_device, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -58,6 +81,7 @@ logger = logging.getLogger(__name__)
 CUTS_PER_SHARD = 250  # cuts per feature archive (and per parallel task)
 BATCH_DURATION = 600.0  # seconds of padded audio per batched (GPU) extraction call
 _TIME_TOLERANCE = 1e-3  # seconds; same slack as lhotse.qa for supervision bounds
+_LENGTH_TOLERANCE = 0.025  # seconds a file may be shorter than its manifest says (lhotse's default)
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,7 @@ def compute_fbank(
     device: str = "auto",
     num_mel_bins: int = 80,
     sampling_rate: int = 16000,
+    max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE,
     *,
     _batched: bool | None = None,
     _cuts_per_shard: int = CUTS_PER_SHARD,
@@ -107,6 +132,7 @@ def compute_fbank(
             extraction is batched in this process.
         num_mel_bins: feature dimension.
         sampling_rate: target rate in Hz; other recordings are resampled to it.
+        max_skipped_share: a split whose skipped share of utterances is above this fails.
         _batched: force (True) or forbid (False) batched extraction; None: batched iff CUDA.
         _cuts_per_shard: cuts per feature archive (tests use small values).
 
@@ -118,6 +144,9 @@ def compute_fbank(
     Raises:
         FileNotFoundError: no manifests found, or a split's manifest missing.
         ValueError: a split has no usable utterance.
+        StageError: another run holds ``output_dir``.
+        OutputIOError: writing the output failed (disk full, file too large, I/O error).
+        TooManySkippedError: a split skipped more than ``max_skipped_share``.
     """
     manifest_dir, output_dir = Path(manifest_dir), Path(output_dir)
     if num_jobs < 1:
@@ -127,26 +156,34 @@ def compute_fbank(
     if splits is None:
         splits = _find_splits(manifest_dir, corpus)
     config = FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=sampling_rate, device=device)
-    write_json(
-        output_dir / f"{corpus}_fbank_config.json",
-        {
-            "extractor": Fbank.name,
-            "extractor_config": config.to_dict(),
-            "sampling_rate": sampling_rate,
-            "num_jobs": num_jobs,
-            "device": device,
-            "batched": batched,
-            "cuts_per_shard": _cuts_per_shard,
-            "storage": LilcomChunkyWriter.name,
-            "lhotse_version": lhotse.__version__,
-        },
-    )
-    return {
-        split: _compute_split(
-            manifest_dir, corpus, output_dir, split, config, num_jobs, batched, _cuts_per_shard
-        )
-        for split in splits
-    }
+    with stage_lock(output_dir, "features"):
+        remove_stale_temporaries(output_dir, (".tmp.*", f"{corpus}_feats_*/.tmp.*"))
+        try:
+            write_json(
+                output_dir / f"{corpus}_fbank_config.json",
+                {
+                    "extractor": Fbank.name,
+                    "extractor_config": config.to_dict(),
+                    "sampling_rate": sampling_rate,
+                    "num_jobs": num_jobs,
+                    "device": device,
+                    "batched": batched,
+                    "cuts_per_shard": _cuts_per_shard,
+                    "max_skipped_share": max_skipped_share,
+                    "storage": LilcomChunkyWriter.name,
+                    "lhotse_version": lhotse.__version__,
+                },
+            )
+            return {
+                split: _compute_split(
+                    manifest_dir, corpus, output_dir, split, config, num_jobs, batched, _cuts_per_shard,
+                    max_skipped_share,
+                )  # fmt: skip
+                for split in splits
+            }
+        except OSError as exc:  # the manifest, skip list, config or an archive could not be written
+            raise_if_output_error(exc, output_dir)
+            raise
 
 
 def _find_splits(manifest_dir: Path, corpus: str) -> list[str]:
@@ -182,12 +219,17 @@ def _compute_split(
     num_jobs: int,
     batched: bool,
     cuts_per_shard: int,
+    max_skipped_share: float,
 ) -> dict:
     cuts_path = output_dir / f"{corpus}_cuts_{split}.jsonl.gz"
-    if cuts_path.exists():
-        num_cuts = sum(1 for _ in CutSet.from_jsonl_lazy(cuts_path))
-        logger.info("%s: already done (%s exists, %d cuts), skipping", split, cuts_path, num_cuts)
-        return {"already_done": True, "num_cuts": num_cuts}
+    done_path = output_dir / f"{corpus}_cuts_{split}.done.json"
+    finished = _finished_split(done_path, output_dir)
+    if finished is not None:
+        logger.info("%s: already done (%s verified, %d cuts), skipping", split, done_path, finished)
+        return {"already_done": True, "num_cuts": finished}
+    # nothing of an earlier, unfinished or damaged run may look finished while this one works
+    done_path.unlink(missing_ok=True)
+    cuts_path.unlink(missing_ok=True)
     recordings, supervisions = _load_manifests(manifest_dir, corpus, split)
     cuts, skipped, num_resampled = _make_cuts(recordings, supervisions, config.sampling_rate)
     if not cuts:
@@ -218,9 +260,17 @@ def _compute_split(
         )
 
     skipped.sort(key=lambda s: s.supervision_id)
-    write_text(output_dir / f"{corpus}_skipped_{split}.txt", "".join(s.line() + "\n" for s in skipped))
-    with atomic_output(cuts_path) as tmp:  # last: marks the split as finished
+    skipped_path = output_dir / f"{corpus}_skipped_{split}.txt"
+    write_text(skipped_path, "".join(s.line() + "\n" for s in skipped))
+    check_skipped_share(
+        len(skipped), len(skipped) + len(done), max_skipped_share,
+        f"features of {corpus} split '{split}' (skip list {skipped_path})",
+    )  # fmt: skip
+    with atomic_output(cuts_path) as tmp:
         CutSet.from_cuts(done).to_file(tmp)
+    archives = sorted(feats_dir.glob("*.lca"))
+    record = record_files([cuts_path, skipped_path, *archives], root=output_dir)
+    write_json(done_path, {"num_cuts": len(done), "num_skipped": len(skipped), "files": record})  # last
 
     audio_seconds = sum(cut.duration for cut in done)
     stats = {
@@ -238,6 +288,29 @@ def _compute_split(
         stats["x_real_time"],
     )  # fmt: skip
     return stats
+
+
+def _finished_split(done_path: Path, output_dir: Path) -> int | None:
+    """The number of cuts of a split finished earlier, or None (logging why) if it must be (re)done."""
+    if not done_path.is_file():
+        cuts_path = done_path.with_name(done_path.name.replace(".done.json", ".jsonl.gz"))
+        if cuts_path.is_file():
+            logger.warning("%s has no record %s (unfinished or older run): recomputing", cuts_path, done_path)
+        return None
+    try:
+        done = json.loads(done_path.read_text())
+        num_cuts, record = int(done["num_cuts"]), done["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("%s is unreadable (%s): recomputing the split", done_path, exc)
+        return None
+    problems = verify_files(record, root=output_dir)
+    if problems:
+        logger.warning(
+            "%s: the finished split's files changed (%s%s): recomputing it",
+            done_path, "; ".join(problems[:5]), f"; {len(problems) - 5} more" if len(problems) > 5 else "",
+        )  # fmt: skip
+        return None
+    return num_cuts
 
 
 def _reason_summary(skipped: Sequence[SkippedUtterance]) -> str:
@@ -260,6 +333,18 @@ def _check_recording(recording) -> tuple[str, str] | None:
             return "unreadable_audio", f"{path}: {exc}"
         if info.frames == 0:
             return "empty_audio", f"{path}: 0 samples"
+        if info.samplerate != recording.sampling_rate:
+            return "sampling_rate_mismatch", (
+                f"{path}: the file is {info.samplerate} Hz but the recordings manifest says "
+                f"{recording.sampling_rate} Hz (a stale or wrong manifest: prepare it again)"
+            )
+        missing = recording.num_samples - info.frames
+        if len(paths) == 1 and missing > _LENGTH_TOLERANCE * recording.sampling_rate:
+            return "truncated_audio", (
+                f"{path}: the file holds {info.frames} samples ({info.frames / info.samplerate:.3f} s) but the "
+                f"manifest says {recording.num_samples} ({recording.duration:.3f} s): the file is truncated "
+                "or the manifest is stale"
+            )
     if recording.num_samples == 0 or recording.duration <= 0:
         where = ",".join(paths) or recording.id
         return "empty_audio", f"{where}: duration {recording.duration} s in manifest"
@@ -353,11 +438,24 @@ def _load_audio(cut: Cut) -> tuple[np.ndarray | None, SkippedUtterance | None]:
     try:
         samples = cut.load_audio()
     except Exception as exc:  # decoder errors, truncated files, length mismatches
-        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        return None, SkippedUtterance(cut.id, cut.recording_id, "unreadable_audio", f"{path}: {first_line}")
+        return None, SkippedUtterance(cut.id, cut.recording_id, "unreadable_audio", f"{path}: {_error_text(exc)}")
     if samples.shape[-1] == 0:
         return None, SkippedUtterance(cut.id, cut.recording_id, "empty_audio", f"{path}: 0 samples loaded")
+    bad = int(np.size(samples) - np.count_nonzero(np.isfinite(samples)))
+    if bad:
+        return None, SkippedUtterance(
+            cut.id, cut.recording_id, "non_finite_audio",
+            f"{path}: non-finite samples: {bad} of {np.size(samples)} are NaN or infinite",
+        )  # fmt: skip
     return samples, None
+
+
+def _error_text(exc: Exception) -> str:
+    """What went wrong loading audio, in one line, without lhotse's "report this issue" boilerplate."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    useful = [line for line in lines if "Lhotse" not in line and "report" not in line.lower()]
+    text = (useful or lines or [type(exc).__name__])[0]
+    return text[:300]
 
 
 def _extract_shard(
@@ -372,14 +470,18 @@ def _extract_shard(
     (0: one cut per call); audio is loaded by ``loader``'s threads, or here when None."""
     extractor = Fbank(config)
     done, skipped = [], []
-    with LilcomChunkyWriter(storage_path) as writer:
-        for batch in _batches_by_duration(cuts, batch_duration):
-            audio = list(loader.map(_load_audio, batch) if loader else map(_load_audio, batch))
-            batch_done, batch_skipped = _extract_batch_safely(extractor, batch, audio, writer)
-            done += batch_done
-            skipped += batch_skipped
-            if progress is not None:
-                progress(len(batch))
+    try:
+        with LilcomChunkyWriter(storage_path) as writer:
+            for batch in _batches_by_duration(cuts, batch_duration):
+                audio = list(loader.map(_load_audio, batch) if loader else map(_load_audio, batch))
+                batch_done, batch_skipped = _extract_batch_safely(extractor, batch, audio, writer)
+                done += batch_done
+                skipped += batch_skipped
+                if progress is not None:
+                    progress(len(batch))
+    except OSError as exc:  # opening, or flushing at close: the output, never an utterance
+        raise_if_output_error(exc, f"{storage_path}.lca")  # the name LilcomChunkyWriter gives it
+        raise
     return done, skipped
 
 
@@ -452,8 +554,16 @@ def _extract_batch_safely(
         try:
             if cut_feats is None:
                 cut_feats = _fbank_batch(extractor, [wave], rate)[0]
+            bad = int(cut_feats.size - np.count_nonzero(np.isfinite(cut_feats)))
+            if bad:
+                skipped.append(SkippedUtterance(
+                    cut.id, cut.recording_id, "non_finite_features",
+                    f"{bad} of {cut_feats.size} fbank values are NaN or infinite",
+                ))  # fmt: skip
+                continue
             done.append(_store(cut, cut_feats, len(wave), writer, extractor.frame_shift))
         except Exception as exc:
+            raise_if_output_error(exc, writer.storage_path)  # a full disk is not a bad utterance
             skipped.append(SkippedUtterance(cut.id, cut.recording_id, "extraction_failed", repr(exc)[:300]))
     return done, skipped
 
