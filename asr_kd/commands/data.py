@@ -18,7 +18,8 @@ def _add_prepare(sub) -> None:
         "prepare",
         help="stage 0: write Lhotse recording/supervision manifests and a lexicon for a corpus",
         description="Stage 0. Writes <corpus>_{recordings,supervisions}_<split>.jsonl.gz and "
-        "<corpus>_lexicon.txt into --output-dir. Re-running skips finished splits.",
+        "<corpus>_lexicon.txt into --output-dir. Re-running skips finished splits. Holds a lock on "
+        "--output-dir (a second run on it is refused) and removes a killed run's temporaries.",
     )
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
 
@@ -58,6 +59,14 @@ def _add_prepare(sub) -> None:
 
 
 def _run_prepare(args) -> None:
+    from asr_kd.guard import remove_stale_temporaries, stage_lock
+
+    with stage_lock(args.output_dir, "prepare"):
+        remove_stale_temporaries(args.output_dir)
+        _prepare(args)
+
+
+def _prepare(args) -> None:
     if args.corpus == "synth_digits":
         from data_prep.synth_digits import prepare_synth_digits
 

@@ -22,7 +22,12 @@ Files in ``lang_dir`` (symbols never contain whitespace; ids are contiguous from
                            between words (Kaldi's make_lexicon_fst.py, natural-log costs); L_disambig has the
                            disambiguation symbols and ``#0:#0`` self-loops; both arc-sorted on output labels
     lang.json              written last, so the directory is complete exactly when it exists: the resolved
-                           config, counts and the sha256 of the input lexicon
+                           config, counts, the sha256 of the input lexicon and ``files``: size and sha256
+                           of every other file above (:func:`asr_kd.guard.record_files`)
+
+:func:`prepare_lang` holds :func:`asr_kd.guard.stage_lock` on ``lang_dir`` and rebuilds a directory whose
+files no longer match ``lang.json`` (missing, truncated or edited), so no marker outside the directory is
+needed to know that it is finished.
 """
 
 from __future__ import annotations
@@ -37,12 +42,18 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.data.lexicon import Lexicon, LexiconError, read_lexicon, write_lexicon
+from asr_kd.guard import record_files, remove_stale_temporaries, stage_lock, verify_files
 from asr_kd.utils import atomic_output, file_sha256, write_json, write_text
 
 FORMAT_VERSION = 1
 EPS = "<eps>"
 RESERVED_WORDS = (EPS, "#0", "<s>", "</s>")
 RUN_HINT = "run `asr-kd lang` to (re)build it"
+#: the files of a lang directory besides lang.json (each recorded in lang.json's ``files``)
+LANG_FILES = (
+    "lexicon.txt", "lexicon_disambig.txt", "phones.txt", "words.txt", "silence_phones.txt",
+    "nonsilence_phones.txt", "disambig.txt", "topo.json", "pdfs.txt", "L.fst", "L_disambig.fst",
+)  # fmt: skip
 
 
 class LangError(ValueError):
@@ -249,7 +260,8 @@ class Lang:
             with atomic_output(lang_dir / name) as tmp:
                 if not fst.write(str(tmp)):
                     raise OSError(f"could not write {lang_dir / name}")
-        write_json(lang_dir / "lang.json", self.info(lexicon_path))
+        files = record_files([lang_dir / name for name in LANG_FILES], root=lang_dir)
+        write_json(lang_dir / "lang.json", {**self.info(lexicon_path), "files": files})
 
     # ---------------------------------------------------------------- reading
 
@@ -395,16 +407,41 @@ def prepare_lang(
     config.validate()
     lexicon = read_lexicon(lexicon_path)
     sha256 = file_sha256(lexicon_path)
-    info_path = lang_dir / "lang.json"
-    if info_path.is_file() and not force:
-        try:
-            lang = Lang.load(lang_dir)
-            if lang.config == config and lang.lexicon_sha256 == sha256:
+    with stage_lock(lang_dir, "lang"):
+        # only this stage's own temporaries: a decode may be writing a graph into the directory
+        remove_stale_temporaries(lang_dir, [f".tmp.*.{name}" for name in (*LANG_FILES, "lang.json")])
+        if not force:
+            lang = _finished_lang(lang_dir, config, sha256)
+            if lang is not None:
                 logging.info(f"{lang_dir} already done (lexicon {lexicon_path}, {lang.num_pdfs} pdfs)")
                 return lang
-            logging.info(f"{lang_dir} was built from another lexicon or config: rebuilding")
-        except ValueError as e:  # LangError, LexiconError
-            logging.warning(f"{lang_dir} is inconsistent ({e}): rebuilding")
+        return _build_lang(lexicon_path, lang_dir, lexicon, config, sha256)
+
+
+def _finished_lang(lang_dir: Path, config: LangConfig, sha256: str) -> Lang | None:
+    """The lang of ``lang_dir`` if it was finished from this lexicon and config and its files are as
+    recorded in lang.json; else None, logging why it is rebuilt."""
+    info_path = lang_dir / "lang.json"
+    if not info_path.is_file():
+        return None
+    try:
+        lang = Lang.load(lang_dir)
+        files = json.loads(info_path.read_text(encoding="utf-8")).get("files")
+    except ValueError as e:  # LangError, LexiconError, JSONDecodeError
+        logging.warning(f"{lang_dir} is inconsistent ({e}): rebuilding")
+        return None
+    if lang.config != config or lang.lexicon_sha256 != sha256:
+        logging.info(f"{lang_dir} was built from another lexicon or config: rebuilding")
+        return None
+    problems = verify_files(files, root=lang_dir) if isinstance(files, dict) else ["no file record in lang.json"]
+    if problems:
+        logging.warning(f"{lang_dir} is damaged ({'; '.join(problems)}): rebuilding")
+        return None
+    return lang
+
+
+def _build_lang(lexicon_path: Path, lang_dir: Path, lexicon: Lexicon, config: LangConfig, sha256: str) -> Lang:
+    info_path = lang_dir / "lang.json"
     _validate_lexicon_file(lexicon_path, config)
     lexicon.setdefault(config.sil_word, [(config.sil_phone,)])
     lexicon.setdefault(config.oov_word, [(config.oov_phone,)])

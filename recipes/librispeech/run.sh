@@ -68,12 +68,10 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     touch "$dl_dir/.librispeech.downloaded"
   fi
   log "Stage 0: prepare LibriSpeech manifests and lexicon"
-  if [ ! -f "$manifests/.librispeech.done" ]; then
-    # shellcheck disable=SC2086
-    asr-kd prepare librispeech --corpus-dir "$dl_dir/LibriSpeech" --output-dir "$manifests" \
-      --dataset-parts $dataset_parts --nj "$nj" --log-file "$exp/log/prepare.log"
-    touch "$manifests/.librispeech.done"
-  fi
+  # no .done marker: the command skips a finished preparation (under a lock on $manifests)
+  # shellcheck disable=SC2086
+  asr-kd prepare librispeech --corpus-dir "$dl_dir/LibriSpeech" --output-dir "$manifests" \
+    --dataset-parts $dataset_parts --nj "$nj" --log-file "$exp/log/prepare.log"
   asr-kd stats --manifest-dir "$manifests" --corpus librispeech > "$exp/corpus_stats.json"
 fi
 

@@ -11,7 +11,8 @@
 #   2  lang      phones, words, HMM topology, pdf ids, L.fst -> $lang
 #   3  align     flat-start GMM-HMM aligner -> $data/ali/<corpus>_cuts_<split>.jsonl.gz (frame_labels),
 #                $exp/align/{report.json,report.txt,pdf_counts.txt}
-# Each stage is skipped when its .done marker exists (the commands themselves also skip finished work).
+# No .done markers: each command holds a lock on its output directory, checks what an earlier run finished
+# (recorded sizes/checksums, the lang and config it was built for) and redoes only what is missing or damaged.
 set -euo pipefail
 
 stage=1
@@ -34,29 +35,20 @@ mkdir -p "$exp/log"
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: compute fbank features of $corpus"
-  if [ ! -f "$fbank/.$corpus.done" ]; then
-    asr-kd features --manifest-dir "$manifests" --corpus "$corpus" --output-dir "$fbank" --nj "$nj" \
-      --log-file "$exp/log/features.log"
-    touch "$fbank/.$corpus.done"
-  fi
+  asr-kd features --manifest-dir "$manifests" --corpus "$corpus" --output-dir "$fbank" --nj "$nj" \
+    --log-file "$exp/log/features.log"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: prepare $lang"
-  if [ ! -f "$lang/.done" ]; then
-    asr-kd lang --lexicon "$manifests/${corpus}_lexicon.txt" --lang-dir "$lang" --log-file "$exp/log/lang.log"
-    touch "$lang/.done"
-  fi
+  asr-kd lang --lexicon "$manifests/${corpus}_lexicon.txt" --lang-dir "$lang" --log-file "$exp/log/lang.log"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "Stage 3: flat-start forced alignment of $corpus"
-  if [ ! -f "$ali/.$corpus.done" ]; then
-    # shellcheck disable=SC2086
-    asr-kd align --cuts-dir "$fbank" --corpus "$corpus" --lang-dir "$lang" --output-dir "$ali" \
-      --exp-dir "$exp/align" --nj "$nj" --log-file "$exp/log/align.log" $align_opts
-    touch "$ali/.$corpus.done"
-  fi
+  # shellcheck disable=SC2086
+  asr-kd align --cuts-dir "$fbank" --corpus "$corpus" --lang-dir "$lang" --output-dir "$ali" \
+    --exp-dir "$exp/align" --nj "$nj" --log-file "$exp/log/align.log" $align_opts
   [ -f "$exp/align/report.txt" ] && cat "$exp/align/report.txt"
 fi
 exit 0

@@ -55,11 +55,9 @@ ali=$data/ali
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: synthesize synth_digits ($hours h, seed $seed)"
-  if [ ! -f "$manifests/.synth_digits.done" ]; then
-    asr-kd prepare synth_digits --output-dir "$manifests" --hours "$hours" --seed "$seed" --nj "$nj" \
-      --log-file "$exp/log/prepare.log"
-    touch "$manifests/.synth_digits.done"
-  fi
+  # no .done marker: the command skips the splits it finished (under a lock on $manifests)
+  asr-kd prepare synth_digits --output-dir "$manifests" --hours "$hours" --seed "$seed" --nj "$nj" \
+    --log-file "$exp/log/prepare.log"
   asr-kd stats --manifest-dir "$manifests" --corpus synth_digits > "$exp/corpus_stats.json"
 fi
 

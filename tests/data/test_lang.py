@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from asr_kd.data.lang import Lang, LangError, add_disambig_symbols, prepare_lang
+from asr_kd.data.lang import LANG_FILES, Lang, LangError, add_disambig_symbols, prepare_lang
 from asr_kd.data.lexicon import LexiconError
+from asr_kd.guard import StageError
 from asr_kd.utils import file_sha256
 
 # homophones (red / read), a word with two pronunciations (read), prefixes (re < read < reader),
@@ -186,11 +187,14 @@ def test_load_round_trip(tmp_path: Path, lexicon_path: Path) -> None:
 
 def test_rerun_is_noop_and_changes_rebuild(lang_dir: Path, lexicon_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    before = {p.name: p.stat().st_mtime_ns for p in lang_dir.iterdir()}
+    def outputs() -> dict[str, int]:  # the lock file is not an output: each run writes its pid into it
+        return {p.name: p.stat().st_mtime_ns for p in lang_dir.iterdir() if not p.name.startswith(".lock-")}
+
+    before = outputs()
     with caplog.at_level("INFO"):
         prepare_lang(lexicon_path, lang_dir, num_sil_states=5)
     assert "already done" in caplog.text
-    assert {p.name: p.stat().st_mtime_ns for p in lang_dir.iterdir()} == before
+    assert outputs() == before
     # another config: rebuilt
     assert prepare_lang(lexicon_path, lang_dir, num_sil_states=1).num_pdfs == 3 * 8 + 1 * 2
     assert Lang.load(lang_dir).pdf_ids("SPN") == [1]
@@ -208,6 +212,36 @@ def test_incomplete_lang_dir(lang_dir: Path, lexicon_path: Path) -> None:
     (lang_dir / "pdfs.txt").unlink()
     with pytest.raises(LangError, match=r"pdfs\.txt does not exist"):
         Lang.load(lang_dir)
+
+
+@pytest.mark.parametrize("damage", ["missing L.fst", "truncated L_disambig.fst", "edited L.fst"])
+def test_damaged_lang_dir_is_rebuilt_not_reused(lang_dir: Path, lexicon_path: Path, damage: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    intact = {p.name: p.read_bytes() for p in lang_dir.iterdir() if p.name not in ("lang.json", ".lock-lang")}
+    assert set(intact) == set(LANG_FILES)
+    how, name = damage.split()
+    if how == "missing":
+        (lang_dir / name).unlink()
+    elif how == "truncated":
+        (lang_dir / name).write_bytes(intact[name][:20])
+    else:  # same size, one bit of an arc weight flipped: only the checksum tells
+        (lang_dir / name).write_bytes(intact[name][:-1] + bytes([intact[name][-1] ^ 1]))
+    with caplog.at_level("WARNING"):
+        prepare_lang(lexicon_path, lang_dir, num_sil_states=5)
+    assert f"{lang_dir} is damaged ({lang_dir / name}" in caplog.text
+    assert {name: (lang_dir / name).read_bytes() for name in intact} == intact
+
+
+def test_second_lang_writer_refused(lang_dir: Path, lexicon_path: Path, lock_holder) -> None:
+    holder = lock_holder(lang_dir, "lang")
+    with pytest.raises(StageError, match=rf"another `asr-kd lang` run \(pid {holder.pid}"):
+        prepare_lang(lexicon_path, lang_dir, num_sil_states=5)
+    holder.kill()
+    holder.wait()
+    (lang_dir / f".tmp.{holder.pid}.pdfs.txt").write_text("left by a killed run")
+    (lang_dir / f".tmp.{holder.pid}.HCLG-abc.fst").write_text("a decode's, not ours")
+    prepare_lang(lexicon_path, lang_dir, num_sil_states=5)
+    assert sorted(p.name for p in lang_dir.glob(".tmp.*")) == [f".tmp.{holder.pid}.HCLG-abc.fst"]
 
 
 def test_corrupt_pdfs_names_line(lang_dir: Path) -> None:
