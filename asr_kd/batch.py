@@ -9,7 +9,7 @@ Usage::
 
     from asr_kd.batch import FrameAccuracy, collate_frames, model_logits
 
-    batch, skipped = collate_frames(cuts, labels="optional", skip_unreadable=True)
+    batch, skipped = collate_frames(cuts, labels="optional", skip_unreadable=True)  # skipped: {cut id: reason}
     logits = model_logits(models, batch, device)          # (K, B, T, P) float32, one slice per model
     accuracy = FrameAccuracy()
     accuracy.update(logits[0], batch["frame_labels"])
@@ -45,9 +45,23 @@ class UnreadableCutError(ValueError):
     """A cut whose features or frame labels cannot be used; the message names the cut and the reason."""
 
 
+class NonFiniteFeaturesError(UnreadableCutError):
+    """A cut whose stored features hold NaN or infinite values (a bad utterance: skipped and counted)."""
+
+
 def load_cut_features(cut) -> torch.Tensor:
-    """The cut's stored features as a ``(T, F)`` float32 tensor."""
-    return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
+    """The cut's stored features as a ``(T, F)`` float32 tensor.
+
+    Raises NonFiniteFeaturesError naming the cut when a value is NaN or infinite: checked here, where
+    features are read, so that no model output, loss or soft target is ever computed from them.
+    """
+    features = torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
+    bad = ~torch.isfinite(features)
+    if bad.any():
+        frame = int(bad.any(dim=-1).nonzero()[0]) if features.dim() > 1 else int(bad.nonzero()[0])
+        raise NonFiniteFeaturesError(f"cut {cut.id}: {int(bad.sum())} of {features.numel()} feature values are not "
+                                     f"finite (NaN or inf), the first in frame {frame}")  # fmt: skip
+    return features
 
 
 def load_cut_labels(cut, num_frames: int) -> torch.Tensor:
@@ -97,15 +111,18 @@ def pad_frames(features: Sequence[torch.Tensor], labels: Sequence[torch.Tensor |
     return batch
 
 
-def collate_frames(cuts: Iterable, labels: str = "required",
-                   skip_unreadable: bool = False) -> tuple[dict[str, Any] | None, dict[str, str]]:  # fmt: skip
+def collate_frames(cuts: Iterable, labels: str = "required", skip_unreadable: bool = False,
+                   skip_nonfinite: bool = False) -> tuple[dict[str, Any] | None, dict[str, str]]:  # fmt: skip
     """Load and pad a batch of cuts (module docstring).
 
     Args:
         cuts: the batch's cuts, in row order.
         labels: as in :func:`load_cut`; with ``"none"`` the batch has no ``frame_labels``.
         skip_unreadable: leave out a cut whose features or labels cannot be loaded (any storage error, a
-            truncated array, labels of the wrong length) and report it, instead of raising.
+            truncated array, labels of the wrong length, non-finite features) and report it, instead of
+            raising.
+        skip_nonfinite: leave out (and report) a cut whose features are not finite
+            (``NonFiniteFeaturesError``); other errors still raise unless ``skip_unreadable``.
 
     Returns:
         ``(batch, skipped)``: the batch (None when every cut was skipped) and ``{cut id: reason}``.
@@ -115,7 +132,7 @@ def collate_frames(cuts: Iterable, labels: str = "required",
         try:
             f, y = load_cut(cut, labels)
         except Exception as e:  # noqa: BLE001 - any storage error of one cut: reported, never fatal
-            if not skip_unreadable:
+            if not (skip_unreadable or (skip_nonfinite and isinstance(e, NonFiniteFeaturesError))):
                 raise
             skipped[cut.id] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
             continue

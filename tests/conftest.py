@@ -1,7 +1,7 @@
 """Fixtures shared across test directories.
 
 ``frame_data``: tiny synthetic frame-labelled corpora and a tiny zoo model for the trainer and distillation
-tests. Features are N(0, 1) "fbank" frames; a frame's label is the arg-max of its first ``num_classes``
+tests (``poison_features`` puts a NaN / inf / huge value into one cut's features). Features are N(0, 1) "fbank" frames; a frame's label is the arg-max of its first ``num_classes``
 feature bins: a deterministic function of the features that an MLP learns quickly (chance = 1/C).
 """
 
@@ -48,6 +48,21 @@ def make_cuts(out_dir: Path, name: str, num_cuts: int, seed: int, min_frames: in
     return path
 
 
+def poison_features(cuts_path: Path, index: int, value: float, frame: int | slice = 3, dim: int = 5) -> str:
+    """Rewrite cut ``index`` of the manifest (sorted by id) with ``value`` (NaN, inf, 3e38) at feature ``dim``
+    of ``frame`` (a frame or a slice of frames); returns its cut id. Its features move to ``<manifest stem>.poisoned.h5``."""
+    cuts = sorted(CutSet.from_file(cuts_path), key=lambda c: c.id)
+    cut = cuts[index]
+    feats = cut.load_features().copy()
+    feats[frame, dim] = value
+    storage = cuts_path.with_name(cuts_path.name.replace(".jsonl.gz", ".poisoned.h5"))
+    with NumpyHdf5Writer(storage, mode="a") as w:
+        key = w.write(cut.id, feats)
+    cut.features.storage_path, cut.features.storage_key = str(storage), key
+    CutSet.from_cuts(cuts).to_file(cuts_path)
+    return cut.id
+
+
 def tiny_model_config(hidden: int = 32, context: int = 0, dropout: float = 0.1) -> ModelConfig:
     """A zoo DNN shrunk to a per-frame MLP (one hidden layer): a few thousand parameters."""
     overrides = {"hidden_dim": hidden, "num_layers": 1, "left_context": context, "right_context": context}
@@ -77,7 +92,8 @@ def frame_data() -> SimpleNamespace:
     """The tiny frame-corpus kit: ``num_classes``, ``make_cuts``, ``make_corpus``, ``tiny_config``,
     ``tiny_model_config`` (module docstring)."""
     return SimpleNamespace(num_classes=NUM_CLASSES, make_cuts=make_cuts, make_corpus=make_corpus,
-                           tiny_config=tiny_config, tiny_model_config=tiny_model_config)  # fmt: skip
+                           tiny_config=tiny_config, tiny_model_config=tiny_model_config,
+                           poison_features=poison_features)  # fmt: skip
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from asr_kd.commands.common import add_common
+from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -119,6 +120,8 @@ def _add_cache(sub) -> None:
     p.add_argument("--world-size", type=int, default=1, help="processes producing shards (each runs --rank r)")
     p.add_argument("--batch-size", type=int, default=16, help="cuts per forward pass")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    p.add_argument("--max-skipped-share", type=float, default=DEFAULT_MAX_SKIPPED_SHARE,
+                   help="fail when more than this share of the cuts is left out (non-finite features)")
     add_common(p)
 
 
@@ -129,7 +132,7 @@ def _run_cache(args) -> None:
         args.teachers, args.cuts, args.cache_dir, split=args.split, temperature=args.temperature,
         combination=args.combination, weights=args.weights, storage=args.storage, k=args.k,
         num_shards=args.num_shards, rank=args.rank, world_size=args.world_size,
-        batch_size=args.batch_size, device=args.device,
+        batch_size=args.batch_size, device=args.device, max_skipped_share=args.max_skipped_share,
     )  # fmt: skip
 
 
@@ -155,7 +158,8 @@ def _run_evaluate(args) -> None:
     if args.json:
         write_json(args.json, results)
     for r in results:
-        print(f"{r['cuts']}: {r['num_frames']} frames")
+        skipped = f", {r['num_skipped']} cuts skipped (non-finite features)" if r["num_skipped"] else ""
+        print(f"{r['cuts']}: {r['num_frames']} frames{skipped}")
         for name, acc in r["models"].items():
             print(f"  {100 * acc:6.2f}%  {name}")
         print(f"  {100 * r['mean_model']:6.2f}%  mean of the models")

@@ -34,14 +34,21 @@ def frame_accuracies(
 
     Frame accuracy (docs/design.md): the share of labelled frames whose arg-max posterior equals the
     ``frame_labels``. Returns ``{"cuts", "num_frames", "models": {path: accuracy}, "mean_model",
-    "ensemble"}`` (``ensemble`` None for a single model).
+    "ensemble", "num_skipped", "skipped"}`` (``ensemble`` None for a single model; ``skipped``: cut id ->
+    reason of the cuts left out for their non-finite features, which are not scored).
     """
     dev = resolve_device(device)
     models = load_models(model_paths, dev)
     cuts = list(CutSet.from_file(cuts_path))
     accuracies = [FrameAccuracy() for _ in range(len(models) + 1)]
+    skipped: dict[str, str] = {}
     for b in tqdm(range(0, len(cuts), batch_size), desc=f"frame accuracy {Path(cuts_path).name}", unit="batch"):
-        batch, _ = collate_frames(cuts[b : b + batch_size], labels="required")
+        batch, left_out = collate_frames(cuts[b : b + batch_size], labels="required", skip_nonfinite=True)
+        for cut_id, reason in left_out.items():
+            logging.warning(f"cut {cut_id} skipped: {reason}")
+        skipped.update(left_out)
+        if batch is None:
+            continue
         logits = model_logits(models, batch, dev)
         ensemble = ensemble_posteriors(logits, temperature=1.0, mode="arithmetic")
         for accuracy, scores in zip(accuracies, [*logits, ensemble], strict=True):
@@ -53,6 +60,10 @@ def frame_accuracies(
         "models": per_model,
         "mean_model": float(np.mean(list(per_model.values()))),
         "ensemble": (accuracies[-1].value or 0.0) if len(models) > 1 else None,
+        "num_skipped": len(skipped),
+        "skipped": dict(sorted(skipped.items())),
     }
+    if skipped:
+        logging.warning(f"{Path(cuts_path).name}: {len(skipped)} of {len(cuts)} cuts skipped (non-finite features)")
     logging.debug(json.dumps(result, indent=2))
     return result

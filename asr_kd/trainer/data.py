@@ -11,6 +11,10 @@ Usage::
         batch["lengths"]       # (B,) int64, frames
         batch["frame_labels"]  # (B, T) int64 pdf ids, IGNORE_INDEX (-100) on padding
         batch["cut_ids"]       # list of B cut ids, in the row order of the tensors
+        batch["skipped"]       # {cut id: reason} of the sampled cuts left out (non-finite features)
+
+A cut whose features hold NaN or inf is left out of its batch (``batch["skipped"]`` names it; the
+training loop counts and logs it); a batch may then be empty (``cut_ids == []``).
 
 Extra per-batch fields (the distillation stage's soft targets) plug in as ``extra_fields``: a dict
 ``name -> fn(cuts, lengths)`` whose results land in ``batch[name]``; ``cuts`` is the batch's ``CutSet``
@@ -38,10 +42,11 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.dataset.sampling.base import CutSampler
 from torch.utils.data import DataLoader, Dataset
 
-from asr_kd.batch import IGNORE_INDEX, load_cut, pad_frames
+from asr_kd.batch import IGNORE_INDEX, NonFiniteFeaturesError, load_cut, pad_frames
 from asr_kd.trainer.config import DataConfig
 
 ExtraField = Callable[[CutSet, torch.Tensor], Any]  # fn(cuts, lengths (B,)) -> a batch field
+SKIPPED = "skipped"  # batch field: {cut id: reason} of the batch's cuts left out (non-finite features)
 DUPLICATE_ID = re.compile(r"_dup\d+$")  # lhotse's suffix on cuts repeated to give every DDP rank a batch
 
 
@@ -110,7 +115,7 @@ class FrameDataset(Dataset):
         self.spec_augment = spec_augment
         self.extra_fields = dict(extra_fields or {})
         for name in self.extra_fields:
-            if name in ("features", "lengths", "frame_labels", "cut_ids"):
+            if name in ("features", "lengths", "frame_labels", "cut_ids", SKIPPED):
                 raise ValueError(f"extra field {name!r} would overwrite a built-in batch field")
         self.with_labels = with_labels
         self.seed = seed
@@ -121,15 +126,28 @@ class FrameDataset(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
-        cut_list = list(cuts)
-        loaded = [load_cut(c, "required" if self.with_labels else "none") for c in cut_list]
+        cut_list, loaded, skipped = [], [], {}
+        for cut in cuts:
+            try:
+                loaded.append(load_cut(cut, "required" if self.with_labels else "none"))
+            except NonFiniteFeaturesError as e:  # a bad utterance: left out, reported to the loop by id
+                skipped[cut.id] = str(e)
+                continue
+            cut_list.append(cut)
         feats = [f for f, _ in loaded]
         if self.spec_augment is not None:
             feats = self._augment(feats, [c.id for c in cut_list])
         labels = [y for _, y in loaded] if self.with_labels else None
-        batch = pad_frames(feats, labels, [c.id for c in cut_list])
+        if cut_list:
+            batch = pad_frames(feats, labels, [c.id for c in cut_list])
+        else:  # every cut of the batch was left out
+            batch = {"features": torch.zeros(0, 0, 0), "lengths": torch.zeros(0, dtype=torch.int64), "cut_ids": []}
+            if self.with_labels:
+                batch["frame_labels"] = torch.zeros(0, 0, dtype=torch.int64)
+        kept = CutSet.from_cuts(cut_list) if skipped else cuts
         for name, fn in self.extra_fields.items():
-            batch[name] = fn(cuts, batch["lengths"])
+            batch[name] = fn(kept, batch["lengths"]) if cut_list else None
+        batch[SKIPPED] = skipped
         return batch
 
     def _augment(self, feats: list[torch.Tensor], cut_ids: list[str]) -> list[torch.Tensor]:

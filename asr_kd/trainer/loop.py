@@ -25,7 +25,7 @@ from tqdm import tqdm
 from asr_kd.batch import IGNORE_INDEX, count_correct, forward_logits
 from asr_kd.models import ModelConfig, build_model
 from asr_kd.trainer.config import RUNTIME_FIELDS, TrainConfig
-from asr_kd.trainer.data import ExtraField, FrameDataModule, check_disjoint, ignore_duplicates
+from asr_kd.trainer.data import SKIPPED, ExtraField, FrameDataModule, check_disjoint, ignore_duplicates
 from asr_kd.trainer.logs import log_to_file
 from asr_kd.trainer.schedule import WarmupDecay
 from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
@@ -73,6 +73,21 @@ def compute_loss(model: nn.Module, batch: dict, device: torch.device, loss_fn: L
     return loss, {**stats, "loss": loss.detach() * frames, "frames": frames, "correct": correct}
 
 
+@torch.no_grad()
+def nonfinite_cut_ids(model: nn.Module, batch: dict, device: torch.device, bf16: bool = False) -> list[str]:
+    """The cut ids of the rows of ``batch`` whose model outputs hold NaN or inf when the cut is forwarded
+    alone (run only to name the cuts behind a non-finite loss: batch statistics, BatchNorm's in training
+    mode, spread one bad row to all rows of a batch)."""
+    out = []
+    for i, cut_id in enumerate(batch["cut_ids"]):
+        n = int(batch["lengths"][i])
+        x = batch["features"][i : i + 1, :n].to(device)
+        logits = forward_logits(model, x, batch["lengths"][i : i + 1].to(device), bf16)
+        if not torch.isfinite(logits).all():
+            out.append(cut_id)
+    return out
+
+
 def check_labels(batch: dict, num_pdfs: int) -> None:
     """Raise if a (CPU) batch holds a frame label outside [0, num_pdfs) other than the padding value."""
     labels = batch["frame_labels"]
@@ -102,13 +117,26 @@ def validate(s: Session) -> dict[str, float]:
     s.module.eval()
     sums: dict[str, torch.Tensor] = {}
     for batch in s.data.valid_dataloader():
+        s.note_skipped(batch.pop(SKIPPED, {}), "validation")
+        if not batch["cut_ids"]:
+            continue
         check_labels(batch, s.cfg.model.num_pdfs)
         ignore_duplicates(batch)
         _, stats = compute_loss(s.module, batch, s.device, cross_entropy_loss, s.cfg.bf16)
+        if not torch.isfinite(stats["loss"]):
+            ids = nonfinite_cut_ids(s.module, batch, s.device, s.cfg.bf16)
+            raise FloatingPointError(
+                f"step {s.step}: the validation loss is not finite on cut(s) {ids or batch['cut_ids']}: training "
+                f"stopped (a non-finite loss never picks the best checkpoint; best so far: frame accuracy "
+                f"{s.best_valid_acc:.4f}, epoch {s.best_epoch}); resume from an earlier checkpoint with a lower lr"
+            )
         for k, v in stats.items():
             sums[k] = sums.get(k, 0) + v.double()
     s.module.train()
-    result = per_frame(all_reduce_sums(sums, s.world_size)) if sums else {"loss": math.nan, "frame_acc": 0.0}
+    if not sums:
+        raise ValueError(f"no validation frames: every cut of {s.cfg.data.valid_cuts} was skipped "
+                         f"({len(s.valid_skipped)} with non-finite features)")  # fmt: skip
+    result = per_frame(all_reduce_sums(sums, s.world_size))
     logging.info(f"step {s.step}: valid loss {result['loss']:.4f}, frame accuracy {result['frame_acc']:.4f} "
                  f"({int(result.get('frames', 0))} frames)")  # fmt: skip
     s.scalars("valid", {"loss": result["loss"], "frame_acc": result["frame_acc"]})
@@ -116,6 +144,8 @@ def validate(s: Session) -> dict[str, float]:
 
 
 def _maybe_best(s: Session, result: dict[str, float], epoch: int) -> None:
+    if not (math.isfinite(result["loss"]) and math.isfinite(result["frame_acc"])):
+        return  # never chosen by a non-finite validation result
     if result["frame_acc"] > s.best_valid_acc:
         s.best_valid_acc, s.best_epoch = result["frame_acc"], epoch
         if s.rank == 0:
@@ -140,10 +170,20 @@ def train_one_epoch(s: Session, epoch: int, skip_batches: int = 0) -> bool:
     bar = ProgressBar(loader, desc=f"epoch {epoch}", unit="batch", initial=skip_batches, disable=s.rank != 0,
                       total=s.total_steps // max(cfg.num_epochs, 1), dynamic_ncols=True)  # fmt: skip
     for batch in bar:
+        s.note_skipped(batch.pop(SKIPPED, {}))
+        if not batch["cut_ids"]:  # every cut of the batch left out: no step
+            if s.world_size > 1:
+                raise FloatingPointError(f"epoch {epoch} batch {batch_idx}: every cut has non-finite features "
+                                         f"({sorted(s.skipped)[-3:]}...); under DDP the ranks would diverge: "
+                                         "remove these cuts from the training manifest")  # fmt: skip
+            batch_idx += 1
+            continue
         check_labels(batch, cfg.model.num_pdfs)
         loss, stats = compute_loss(s.model, batch, s.device, s.loss_fn, cfg.bf16)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {s.step}: loss is {loss.item()} on cuts {batch['cut_ids'][:4]}...")
+            ids = nonfinite_cut_ids(s.module, batch, s.device, cfg.bf16)
+            raise FloatingPointError(f"step {s.step}: the training loss is {loss.item()}; model outputs are not "
+                                     f"finite on cut(s) {ids or 'none alone'} (batch: {batch['cut_ids']})")  # fmt: skip
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)
@@ -209,6 +249,7 @@ def _setup(rank: int, world_size: int, cfg: TrainConfig, device: torch.device, l
         scheduler.load_state_dict(resume["scheduler"])
         st = resume["state"]
         s.step, s.best_valid_acc, s.best_epoch = st["step"], st["best_valid_acc"], st["best_epoch"]
+        s.skipped = dict(st.get("skipped", {}))
         restore_rng_state(resume["rng"], rank, world_size)
         logging.info(f"resuming from {exp_dir / 'last.pt'}: epoch {st['epoch']}, batch {st['batch_idx']}, "
                      f"step {st['step']}")  # fmt: skip
@@ -265,9 +306,17 @@ def _train_epochs(s: Session, resume: dict | None) -> dict | None:
             return None
         _maybe_best(s, validate(s), epoch)
         s.save([f"epoch-{epoch}.pt", "last.pt"], epoch + 1, 0)
+    skipped = dict(s.skipped)
+    if s.world_size > 1:
+        per_rank: list[Any] = [None] * s.world_size
+        dist.all_gather_object(per_rank, skipped)
+        skipped = {k: v for d in per_rank for k, v in d.items()}
     summary = {"best_valid_frame_acc": s.best_valid_acc, "best_epoch": s.best_epoch, "steps": s.step,
                "num_epochs": cfg.num_epochs, "final_checkpoint": f"epoch-{cfg.num_epochs}.pt",
-               "best_checkpoint": "best-valid-acc.pt"}  # fmt: skip
+               "best_checkpoint": "best-valid-acc.pt", "num_skipped_cuts": len(skipped),
+               "skipped_cuts": sorted(skipped)}  # fmt: skip
+    if skipped:
+        logging.warning(f"{len(skipped)} training cut(s) skipped (non-finite features): {sorted(skipped)[:10]}")
     if s.world_size > 1:
         dist.barrier()
     if s.rank == 0:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -36,6 +37,16 @@ class Session:
     step: int = 0  # optimizer steps done
     best_valid_acc: float = -1.0
     best_epoch: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # training cuts left out: cut id -> reason
+    valid_skipped: dict[str, str] = field(default_factory=dict)  # validation cuts left out
+
+    def note_skipped(self, skipped: Mapping[str, str], what: str = "training") -> None:
+        """Count and log (once per cut) the cuts a batch left out (non-finite features)."""
+        seen = self.skipped if what == "training" else self.valid_skipped
+        for cut_id, reason in skipped.items():
+            if cut_id not in seen:
+                seen[cut_id] = reason
+                logging.warning(f"{what} cut {cut_id} skipped ({reason}); {len(seen)} {what} cut(s) skipped so far")
 
     @property
     def exp_dir(self) -> Path:
@@ -44,7 +55,8 @@ class Session:
     def state(self, next_epoch: int, next_batch: int) -> dict:
         """The loop's counters; (next_epoch, next_batch) is where a resumed run starts."""
         return {"epoch": next_epoch, "batch_idx": next_batch, "step": self.step, "total_steps": self.total_steps,
-                "best_valid_acc": self.best_valid_acc, "best_epoch": self.best_epoch}  # fmt: skip
+                "best_valid_acc": self.best_valid_acc, "best_epoch": self.best_epoch,
+                "skipped": dict(self.skipped)}  # fmt: skip
 
     def save(self, names: list[str], next_epoch: int, next_batch: int) -> None:
         """Collective: every rank must call it (RNG states of all ranks are gathered)."""

@@ -263,3 +263,21 @@ def test_default_name() -> None:
     assert default_name([Path("exp/x/teacher-0/best-valid-acc.pt")]) == "teacher-0"
     assert default_name([Path("a/t0.pt"), Path("a/t1.pt")]) == "ensemble"
     assert default_name([Path("model.pt")]) == "model"
+
+
+def test_nan_features_are_skipped_and_recorded(setup, caplog) -> None:
+    """A cut with NaN features: no empty hypothesis scored, num_skipped 1, the warning names the cut."""
+    writer = NumpyFilesWriter(setup["tmp"] / "storage-nan")
+    good = make_cut(writer, setup["lang"], "good", ["one", "two"], "one two")
+    bad = make_cut(writer, setup["lang"], "nan-cut", ["two", "three"], "two three")
+    feats = bad.load_features().copy()
+    feats[2, 1] = np.nan
+    bad.features.storage_key = writer.write("nan-cut-poisoned", feats)
+    CutSet.from_cuts([good, bad]).to_file(setup["tmp"] / "nan.jsonl.gz")
+    with caplog.at_level("WARNING"):
+        result = run(setup, ["exact"], "nan", "nan")
+    assert result["num_skipped"] == 1 and result["num_utts"] == 1 and result["wer"] == 0.0
+    assert result["num_words"] == 2  # the skipped cut's words are not counted as deletions
+    skipped = (setup["tmp"] / "decode" / "skipped-nan.txt").read_text().splitlines()
+    assert len(skipped) == 1 and skipped[0].startswith("nan-cut\t") and "not finite" in skipped[0]
+    assert any("nan-cut" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)

@@ -21,6 +21,7 @@ import torch
 from lhotse import CutSet
 
 from asr_kd.batch import collate_frames, model_logits
+from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE
 from asr_kd.kd.cache.metadata import cache_metadata, prepare_cache_dir
 from asr_kd.kd.cache.writer import merge_soft_target_shards, write_soft_target_shards
 from asr_kd.kd.ensemble import ensemble_posteriors
@@ -31,11 +32,15 @@ from asr_kd.utils import resolve_device
 def ensemble_posteriors_fn(models, device, temperature: float, combination: str, weights):
     """A ``posteriors_fn`` for :func:`asr_kd.kd.cache.write_soft_target_shards`: cuts -> ``(T_i, P)`` arrays."""
 
-    def fn(cuts: list) -> list[np.ndarray]:
-        batch, _ = collate_frames(cuts, labels="none")
-        logits = model_logits(models, batch, device)
-        post = ensemble_posteriors(logits, temperature=temperature, mode=combination, weights=weights).cpu()
-        return [post[i, : int(n)].numpy() for i, n in enumerate(batch["lengths"])]
+    def fn(cuts: list) -> list[np.ndarray | str]:
+        batch, skipped = collate_frames(cuts, labels="none", skip_nonfinite=True)
+        out: dict[str, np.ndarray | str] = dict(skipped)  # a left-out cut (non-finite features): its reason
+        if batch is not None:
+            logits = model_logits(models, batch, device)
+            post = ensemble_posteriors(logits, temperature=temperature, mode=combination, weights=weights).cpu()
+            for i, (cut_id, n) in enumerate(zip(batch["cut_ids"], batch["lengths"].tolist())):
+                out[cut_id] = post[i, :n].numpy()
+        return [out[c.id] for c in cuts]
 
     return fn
 
@@ -55,11 +60,14 @@ def build_cache(
     world_size: int = 1,
     batch_size: int = 16,
     device: str = "auto",
+    max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE,
 ) -> Path | None:
     """Write the ensemble's soft targets for every cut of ``cuts_path``; see :mod:`asr_kd.kd.cache`.
 
     Resumable (complete shards are skipped), shardable over ``world_size`` ranks; the last call
-    (rank 0 once every shard is complete) merges them into ``cuts_soft_<split>.jsonl.gz``.
+    (rank 0 once every shard is complete) merges them into ``cuts_soft_<split>.jsonl.gz``. A cut with
+    non-finite features is left out, named in the log and in ``metadata.json`` (``skipped_cut_ids``); the
+    merge fails (``TooManySkippedError``) when more than ``max_skipped_share`` of the cuts were left out.
     """
     dev = resolve_device(device)
     cuts = CutSet.from_file(cuts_path)
@@ -84,4 +92,5 @@ def build_cache(
     logging.info(f"soft targets of {len(cuts)} cuts ({frames} frames) in {seconds:.1f} s ({frames / seconds:.0f} frames/s)")
     if rank != 0:
         return None
-    return merge_soft_target_shards(cache_dir, split, num_shards, cuts, cuts_path=cuts_path)
+    return merge_soft_target_shards(cache_dir, split, num_shards, cuts, cuts_path=cuts_path,
+                                    max_skipped_share=max_skipped_share)

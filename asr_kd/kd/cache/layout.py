@@ -38,6 +38,11 @@ def shard_paths(cache_dir: Path | str, name: str) -> tuple[Path, Path]:
     return shards / f"soft_targets_{name}.h5", shards / f"cuts_soft_{name}.jsonl.gz"
 
 
+def skipped_path(cache_dir: Path | str, name: str) -> Path:
+    """``shards/skipped_<name>.json``: ``{cut id: reason}`` of the cuts shard ``name`` left out."""
+    return Path(cache_dir) / SHARDS_DIR / f"skipped_{name}.json"
+
+
 def merged_manifest_path(cache_dir: Path | str, split: str) -> Path:
     return Path(cache_dir) / f"cuts_soft_{split}.jsonl.gz"
 

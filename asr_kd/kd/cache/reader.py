@@ -117,7 +117,8 @@ class SoftTargetIndex:
 
 
 def check_cache_covers(cache_dir: Path | str, split: str, cut_ids: Sequence[str], what: str = "training") -> None:
-    """Raise CacheMismatchError unless the merged ``split`` of the cache holds every id of ``cut_ids``.
+    """Raise CacheMismatchError unless the merged ``split`` of the cache holds every id of ``cut_ids``
+    (or left it out for its non-finite features: ``skipped_cut_ids``).
 
     The message gives the counts and the first missing ids, and says which cuts the cache was built from
     (``metadata.json``: ``splits.<split>.cuts_path``).
@@ -125,7 +126,8 @@ def check_cache_covers(cache_dir: Path | str, split: str, cut_ids: Sequence[str]
     meta = read_metadata(cache_dir)
     info = meta.get("splits", {}).get(split) or {}
     held = SoftTargetIndex.of_split(cache_dir, split).ids
-    missing = sorted(set(cut_ids) - held)
+    left_out = set(info.get("skipped_cut_ids") or [])  # non-finite features: the trainer skips them too
+    missing = sorted(set(cut_ids) - held - left_out)
     if missing:
         source = info.get("cuts_path", "unknown cuts")
         raise CacheMismatchError(

@@ -6,6 +6,7 @@ See the package docstring (:mod:`asr_kd.kd.cache`) for the layout and the fields
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 from pathlib import Path
@@ -28,10 +29,12 @@ from asr_kd.kd.cache.layout import (
     shard_paths,
     shard_slice,
     shards_of_rank,
+    skipped_path,
 )
+from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE, check_skipped_share
 from asr_kd.kd.cache.metadata import CacheMismatchError, cut_ids_sha256, id_dtype_for, read_metadata, record_split
 from asr_kd.kd.cache.topk import topk_posteriors
-from asr_kd.utils import atomic_output, tmp_path_for
+from asr_kd.utils import atomic_output, tmp_path_for, write_json
 
 DEFAULT_FRAME_SHIFT = 0.01  # seconds; used only for cuts without features (which carry their own)
 SUM_TOLERANCE = 1e-3  # |row sum - 1| accepted from posteriors_fn (catches logits passed by mistake)
@@ -58,6 +61,7 @@ class SoftTargetWriter:
         self.h5_path, self.manifest_path = shard_paths(cache_dir, shard_name)
         self.tmp_path = tmp_path_for(self.h5_path)
         self.cuts: list = []
+        self.skipped: dict[str, str] = {}  # cut id -> why it was left out
         self._writer: NumpyHdf5Writer | None = None
 
     def __enter__(self) -> "SoftTargetWriter":
@@ -76,6 +80,8 @@ class SoftTargetWriter:
             logging.warning(f"shard {self.name}: interrupted after {len(self.cuts)} cuts, partial file removed")
             return False
         os.replace(self.tmp_path, self.h5_path)
+        if self.skipped:  # before the manifest, which marks the shard complete
+            write_json(skipped_path(self.cache_dir, self.name), self.skipped)
         with atomic_output(self.manifest_path) as tmp:
             CutSet.from_cuts(self.cuts).to_file(tmp)
         frames = sum(num_stored_frames(c) for c in self.cuts)
@@ -104,6 +110,11 @@ class SoftTargetWriter:
             cut = cut.with_custom(name, value)
         self.cuts.append(cut)
         return cut
+
+    def skip(self, cut, reason: str) -> None:
+        """Leave ``cut`` out of the shard (e.g. non-finite features); it is listed in the shard's skip file."""
+        self.skipped[cut.id] = reason
+        logging.warning(f"cut {cut.id} skipped: {reason}")
 
     def _store(self, key: str, array: np.ndarray, cut):
         frame_shift = cut.frame_shift or DEFAULT_FRAME_SHIFT
@@ -135,7 +146,7 @@ def remove_partial_shard(cache_dir: Path | str, name: str) -> None:
     h5, manifest = shard_paths(cache_dir, name)
     if manifest.is_file():
         return
-    for stale in [*glob.glob(str(h5.parent / f".tmp.*.{glob.escape(h5.name)}")), h5]:
+    for stale in [*glob.glob(str(h5.parent / f".tmp.*.{glob.escape(h5.name)}")), h5, skipped_path(cache_dir, name)]:
         if Path(stale).exists():
             logging.info(f"removing partial shard file {stale}")
             Path(stale).unlink()
@@ -154,7 +165,8 @@ def write_soft_target_shards(
     """Write this rank's shards of ``split`` (mode, k, num_pdfs from ``metadata.json``); skip complete ones.
 
     ``posteriors_fn`` gets lists of up to ``batch_size`` cuts (in sorted id order) and returns one
-    ``(T_i, P)`` probability array per cut. Returns the names of the shards written by this call.
+    ``(T_i, P)`` probability array per cut, or a string for a cut it leaves out (the reason: non-finite
+    features, say). Returns the names of the shards written by this call.
     """
     meta = read_metadata(cache_dir)
     ordered = sorted(cuts, key=lambda c: c.id)
@@ -177,14 +189,27 @@ def write_soft_target_shards(
                     if len(posteriors) != len(batch):
                         raise ValueError(f"posteriors_fn returned {len(posteriors)} arrays for {len(batch)} cuts")
                     for cut, p in zip(batch, posteriors):
-                        writer.write(cut, p)
+                        if isinstance(p, str):
+                            writer.skip(cut, p)
+                        else:
+                            writer.write(cut, p)
                     bar.update(len(batch))
         written.append(name)
     return written
 
 
+def _shard_cuts(cache_dir, name: str) -> list:
+    """The cuts of a complete shard (lhotse reads an empty manifest as None)."""
+    return list(CutSet.from_file(shard_paths(cache_dir, name)[1]) or [])
+
+
+def _shard_skipped(cache_dir, name: str) -> dict[str, str]:
+    path = skipped_path(cache_dir, name)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _check_complete_shard(cache_dir, name: str, expected_ids: list[str]) -> None:
-    ids = [c.id for c in CutSet.from_file(shard_paths(cache_dir, name)[1])]
+    ids = sorted([c.id for c in _shard_cuts(cache_dir, name)] + list(_shard_skipped(cache_dir, name)))
     if ids != expected_ids:
         raise CacheMismatchError(
             f"complete shard {name} holds {len(ids)} cuts that are not the {len(expected_ids)} cuts this run "
@@ -194,24 +219,30 @@ def _check_complete_shard(cache_dir, name: str, expected_ids: list[str]) -> None
 
 def merge_soft_target_shards(cache_dir: Path | str, split: str, num_shards: int,
                              cuts: CutSet | Sequence | None = None,
-                             cuts_path: Path | str | None = None) -> Path:  # fmt: skip
+                             cuts_path: Path | str | None = None,
+                             max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE) -> Path:  # fmt: skip
     """Concatenate the ``num_shards`` complete shards of ``split`` into ``cuts_soft_<split>.jsonl.gz``
-    and record its ids hash and counts in ``metadata.json``; ``cuts`` (optional) must be exactly its cuts,
-    ``cuts_path`` (optional) is the manifest they were read from, recorded as ``cuts_path``."""
-    merged = []
+    and record its ids hash and counts in ``metadata.json``; ``cuts`` (optional) must be exactly its cuts
+    (with those left out), ``cuts_path`` (optional) is the manifest they were read from, recorded as
+    ``cuts_path``. The cuts the writers left out are recorded as ``num_skipped`` / ``skipped_cut_ids``;
+    more than ``max_skipped_share`` of them raises ``TooManySkippedError`` and merges nothing."""
+    merged, skipped = [], {}
     for shard in range(num_shards):
         name = shard_name(split, shard, num_shards)
         if not is_shard_complete(cache_dir, name):
             raise RuntimeError(f"shard {name} is not complete (no {shard_paths(cache_dir, name)[1]}): "
                                f"run the ranks that write it first")  # fmt: skip
-        merged.extend(CutSet.from_file(shard_paths(cache_dir, name)[1]))
+        merged.extend(_shard_cuts(cache_dir, name))
+        skipped.update(_shard_skipped(cache_dir, name))
     ids = [c.id for c in merged]
     if any(a >= b for a, b in zip(ids, ids[1:])):
         raise CacheMismatchError(f"the shards of {split} in {cache_dir} are not one sorted list of distinct cuts")
+    check_skipped_share(len(skipped), len(ids) + len(skipped), max_skipped_share,
+                        f"soft targets of split {split} in {cache_dir} (cuts with non-finite features)")  # fmt: skip
     if cuts is not None:
         wanted = sorted(c.id for c in cuts)
-        if wanted != ids:
-            missing = sorted(set(wanted) - set(ids))
+        if wanted != sorted(ids + list(skipped)):
+            missing = sorted(set(wanted) - set(ids) - set(skipped))
             extra = sorted(set(ids) - set(wanted))
             raise CacheMismatchError(f"shards of {split} do not hold the given cuts: missing {missing[:3]}, "
                                      f"extra {extra[:3]} ({len(missing)} / {len(extra)} in all)")  # fmt: skip
@@ -220,7 +251,9 @@ def merge_soft_target_shards(cache_dir: Path | str, split: str, num_shards: int,
         CutSet.from_cuts(merged).to_file(tmp)
     info = {"num_cuts": len(ids), "cut_ids_sha256": cut_ids_sha256(ids), "num_shards": num_shards,
             "num_frames": sum(num_stored_frames(c) for c in merged), "manifest": path.name,
-            "cuts_path": str(cuts_path) if cuts_path is not None else None}  # fmt: skip
+            "cuts_path": str(cuts_path) if cuts_path is not None else None, "num_skipped": len(skipped),
+            "skipped_cut_ids": sorted(skipped)}  # fmt: skip
     record_split(cache_dir, split, info)
-    logging.info(f"merged {num_shards} shards of {split}: {len(ids)} cuts, {info['num_frames']} frames -> {path}")
+    logging.info(f"merged {num_shards} shards of {split}: {len(ids)} cuts, {info['num_frames']} frames -> {path}"
+                 f"{f'; {len(skipped)} cut(s) skipped: {sorted(skipped)[:5]}' if skipped else ''}")
     return path
