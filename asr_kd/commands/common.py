@@ -11,7 +11,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     flags whose default is None (their help says what None means) show none."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.required or action.default in (None, False, argparse.SUPPRESS):
+        if action.required or action.default is None or action.default is False or action.default == argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action)
 
