@@ -9,7 +9,7 @@ from pathlib import Path
 
 from asr_kd.commands.common import add_common, add_max_skipped_share
 
-CORPORA = ("synth_digits", "librispeech", "timit", "yesno")
+CORPORA = ("synth_digits", "synth_rm", "librispeech", "timit", "yesno")
 
 
 # ----------------------------------------------------------------------------------------- prepare
@@ -39,6 +39,25 @@ def _add_prepare(sub) -> None:
         help="range of the additive-noise SNR in dB (default: the corpus config's 0 30)",
     )  # fmt: skip
     add_common(s)
+
+    r = corpora.add_parser(
+        "synth_rm",
+        help="synthesize the read-speech corpus (~1,100-word naval resource-management sentences)",
+        description="Sentences from data_prep/synth_rm_grammar.txt spoken by espeak-ng voices (train/dev/test "
+        "voices disjoint, test sentences disjoint from train and the LM text), noise as synth_digits; "
+        "an unlabeled 'transfer' split, the LM text synth_rm_lm_text.txt, phones mapped by "
+        "data_prep/synth_rm_phone_map.txt.",
+    )
+    r.add_argument("--output-dir", type=Path, default=Path("data/manifests"), help="where the manifests, wavs, "
+                   "lexicon and LM text are written")
+    r.add_argument("--hours", type=float, default=2.0, help="total hours over all splits (train/dev/test/transfer "
+                   "shares 0.5/0.06/0.28/0.16)")
+    r.add_argument("--seed", type=int, default=42, help="the corpus is a function of the seed")
+    r.add_argument("--nj", type=int, default=1, help="parallel synthesis processes")
+    r.add_argument("--clean-copies", action="store_true",
+                   help="also write noise-free parallel recordings as the corpus synth_rm_clean (default: off)")
+    r.add_argument("--lm-sentences", type=int, default=10000, help="sentences of the LM text")
+    add_common(r)
 
     for name, corpus_help in (
         ("librispeech", "LibriSpeech or mini LibriSpeech on disk (lhotse recipe + CMUdict lexicon)"),
@@ -72,6 +91,11 @@ def _prepare(args) -> None:
 
         extra = {"snr_db": tuple(args.snr_db)} if args.snr_db else {}
         prepare_synth_digits(args.output_dir, hours=args.hours, seed=args.seed, num_jobs=args.nj, **extra)
+    elif args.corpus == "synth_rm":
+        from data_prep.synth_rm import prepare_synth_rm
+
+        prepare_synth_rm(args.output_dir, hours=args.hours, seed=args.seed, num_jobs=args.nj,
+                         clean_copies=args.clean_copies, lm_sentences=args.lm_sentences)  # fmt: skip
     elif args.corpus == "librispeech":
         from data_prep.librispeech import prepare_librispeech
 
@@ -179,18 +203,30 @@ def _run_lang(args) -> None:
 def _add_stats(sub) -> None:
     p = sub.add_parser(
         "stats",
-        help="corpus statistics per split (hours, utterances, speakers, words, phones)",
-        description="Prints per-split statistics of a prepared corpus as JSON.",
+        help="corpus statistics per split (hours, utterances, speakers, words, phones) and lexical statistics",
+        description="Prints per-split statistics of a prepared corpus as JSON; where the corpus has train and "
+        "test splits and a lexicon, also 'lexical': word and phone types, words per phone, triphone types, "
+        "and with an LM text the test OOV rate and the LM perplexity on test.",
     )
     p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"), help="stage 0's manifests")
     p.add_argument("--corpus", required=True, help=f"manifest prefix, e.g. one of {', '.join(CORPORA)}")
+    p.add_argument("--lm-text", type=Path, default=None,
+                   help="LM text (one sentence a line) for the test OOV rate and perplexity (default: "
+                   "<manifest-dir>/<corpus>_lm_text.txt when it exists)")
+    p.add_argument("--lm-order", type=int, default=3, help="n-gram order of the perplexity LM")
     add_common(p)
 
 
 def _run_stats(args) -> None:
-    from asr_kd.data.stats import corpus_statistics
+    from asr_kd.data.stats import corpus_statistics, lexical_statistics
 
-    json.dump(corpus_statistics(args.manifest_dir, args.corpus), sys.stdout, indent=2)
+    stats = corpus_statistics(args.manifest_dir, args.corpus)
+    lm_text = args.lm_text
+    if lm_text is None and (args.manifest_dir / f"{args.corpus}_lm_text.txt").is_file():
+        lm_text = args.manifest_dir / f"{args.corpus}_lm_text.txt"
+    if {"train", "test"} <= set(stats) and (args.manifest_dir / f"{args.corpus}_lexicon.txt").is_file():
+        stats["lexical"] = lexical_statistics(args.manifest_dir, args.corpus, lm_text, args.lm_order)
+    json.dump(stats, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

@@ -30,7 +30,8 @@ Skip reasons (an utterance is skipped, counted and logged; the run goes on):
 (0 samples / zero duration), ``truncated_audio`` (the file holds fewer samples than the manifest
 says), ``sampling_rate_mismatch`` (the file's rate is not the manifest's), ``non_finite_audio`` (NaN
 or infinite samples), ``non_finite_features``, ``segment_outside_recording`` (start/duration/channel
-not inside the recording), ``empty_transcript``, ``duplicate_id``, ``extraction_failed``.
+not inside the recording), ``empty_transcript`` (unless the supervision is marked ``custom["unlabeled"] = True``, as
+the unlabeled ``transfer`` split of ``synth_rm`` is), ``duplicate_id``, ``extraction_failed``.
 Recordings whose manifest names another sampling rate are resampled, not skipped.
 
 Guarantees: the stage holds :func:`asr_kd.guard.stage_lock` on ``output_dir`` (a second run on it is
@@ -363,8 +364,8 @@ def _check_supervision(sup, recording) -> tuple[str, str] | None:
             f"segment [{sup.start}, {sup.end}] s channel {sup.channel} not inside recording "
             f"[0, {recording.duration}] s channels {recording.channel_ids}"
         )
-    if sup.text is None or not sup.text.strip():
-        return "empty_transcript", f"text {sup.text!r}"
+    if (sup.text is None or not sup.text.strip()) and not (sup.custom or {}).get("unlabeled"):
+        return "empty_transcript", f"text {sup.text!r} (only supervisions with custom['unlabeled'] may lack text)"
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from lhotse.supervision import AlignmentItem
 
-from asr_kd.tts.espeak import Synthesis, is_pause
+from asr_kd.tts.espeak import PhoneEvent, Synthesis, is_pause
 
 SIL = "SIL"
 
@@ -57,3 +57,38 @@ def speech_mask(phones, num_samples: int, sample_rate: int) -> np.ndarray:
         if p.symbol != SIL:
             mask[int(round(p.start * sample_rate)) : int(round((p.start + p.duration) * sample_rate))] = True
     return mask
+
+
+def split_merged_words(
+    syn: Synthesis, pronounce, same=lambda a, b: a == b
+) -> Synthesis:
+    """Give back the phones of words that espeak-ng spoke merged into the previous word.
+
+    espeak-ng joins some function words to their predecessor ("of the", "in the"): it then sends no
+    word event for the second word, and that word's phonemes arrive as the end of the first word's.
+    For each such word (no phone of its own, the previous word has more phones than it needs), when
+    the previous word's last ``len(pronounce(word))`` phones equal ``pronounce(word)`` under
+    ``same(spoken, expected)``, they are given to it; the phone boundaries are espeak-ng's own, only
+    their word membership changes. Words that do not match are left alone (and later rejected by
+    :func:`alignment_tiers` as ``word_without_phones``).
+    """
+    phones = list(syn.phones)
+    for w in range(1, len(syn.words)):
+        if any(p.word_index == w for p in phones):
+            continue
+        prev = [i for i, p in enumerate(phones) if p.word_index == w - 1]
+        expected = pronounce(syn.words[w])
+        k = len(expected)
+        if not 0 < k < len(prev):
+            continue
+        tail = prev[-k:]
+        if tail != list(range(tail[0], tail[0] + k)):
+            continue
+        if all(same(phones[i].phone, e) for i, e in zip(tail, expected)):
+            for i in tail:
+                phones[i] = PhoneEvent(
+                    phone=phones[i].phone, sample=phones[i].sample, word_index=w
+                )
+    return Synthesis(
+        audio=syn.audio, sample_rate=syn.sample_rate, phones=phones, words=syn.words
+    )

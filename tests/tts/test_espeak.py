@@ -60,3 +60,35 @@ def test_fresh_process_with_seed_is_deterministic():
         [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True
     ).stdout
     assert run() == run()
+
+
+def test_split_merged_words_by_hand():
+    from asr_kd.tts.espeak import PhoneEvent, Synthesis
+    from asr_kd.tts.tiers import alignment_tiers, split_merged_words
+
+    # "map of the": espeak-ng sent no word event for "the"; its D @2 arrive as word 1's
+    events = [("m", 0, 0), ("a", 100, 0), ("p", 200, 0), ("V", 300, 1), ("v", 400, 1), ("D", 500, 1),
+              ("@2", 600, 1), ("_", 700, -1)]  # fmt: skip
+    syn = Synthesis(
+        np.zeros(800, np.float32),
+        800,
+        [PhoneEvent(*e) for e in events],
+        ["map", "of", "the"],
+    )
+    assert alignment_tiers(syn, 800, 800).startswith("word_without_phones: word 2")
+    pron = {"the": ["D", "@"]}.__getitem__
+    # @2 and @ differ: no repair unless the comparison maps them together
+    assert split_merged_words(syn, pron).phones == syn.phones
+    fixed = split_merged_words(syn, pron, same=lambda a, b: a.rstrip("2") == b)
+    assert [p.word_index for p in fixed.phones] == [0, 0, 0, 1, 1, 2, 2, -1]
+    _, words = alignment_tiers(fixed, 800, 800)
+    assert [(w.symbol, w.start, w.duration) for w in words] == [
+        ("MAP", 0.0, 0.375),
+        ("OF", 0.375, 0.25),
+        ("THE", 0.625, 0.25),
+    ]
+    # a previous word no longer than the pronunciation is never emptied
+    short = Synthesis(
+        syn.audio, 800, [PhoneEvent("D", 0, 0), PhoneEvent("@", 100, 0)], ["of", "the"]
+    )
+    assert split_merged_words(short, pron).phones == short.phones
