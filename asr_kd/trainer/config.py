@@ -18,7 +18,7 @@ class DataConfig:
     train_cuts: str  # training cuts with frame_labels (the align stage's output)
     valid_cuts: str  # validation cuts with frame_labels
     max_duration: float = 200.0  # seconds of audio per batch (per DDP rank)
-    num_buckets: int = 10  # duration buckets of the training sampler
+    num_buckets: int = 10  # duration buckets of the training sampler (fewer for a small corpus: adapted_num_buckets)
     shuffle: bool = True  # shuffle the training cuts (reservoir shuffle, seeded by seed + epoch)
     drop_last: bool = False  # drop incomplete training batches
     num_workers: int = 2  # DataLoader worker processes (0: load in the training process)

@@ -27,6 +27,7 @@ loading their features (see ``ResumableSampler``); SpecAugment draws its masks f
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -220,6 +221,20 @@ def check_disjoint(cfg: DataConfig) -> None:
                          "held-out cuts (the dev split)")  # fmt: skip
 
 
+def adapted_num_buckets(num_buckets: int, cuts: CutSet) -> int:
+    """The number of duration buckets for ``cuts``: ``num_buckets``, or ``len(cuts) // 2`` when that is
+    smaller (at least two cuts per bucket on average; lhotse refuses more buckets than cuts). Below 2 the
+    trainer samples without bucketing. Reads at most ``2 * num_buckets`` cuts of a lazy manifest."""
+    if num_buckets < 1:
+        raise ValueError(f"DataConfig.num_buckets must be >= 1, got {num_buckets}")
+    seen = sum(1 for _ in itertools.islice(iter(cuts), 2 * num_buckets))
+    adapted = min(num_buckets, seen // 2)
+    if adapted < num_buckets:
+        how = f"{adapted} buckets" if adapted >= 2 else "no bucketing"
+        logging.info(f"{seen} training cuts: {how} instead of num_buckets={num_buckets}")
+    return adapted
+
+
 class FrameDataModule:
     """Training and evaluation DataLoaders over frame-labelled cuts; DDP sharding by ``rank``."""
 
@@ -236,13 +251,19 @@ class FrameDataModule:
     def _train_parts(self) -> tuple[ResumableSampler, FrameDataset]:
         if self._train is None:
             cfg = self.cfg
-            with warnings.catch_warnings():  # a train_fraction subset is eager, and small: that is fine
-                warnings.filterwarnings("ignore", "You are using DynamicBucketingSampler with an eagerly read")
-                sampler = DynamicBucketingSampler(
-                    training_subset(cfg), max_duration=cfg.max_duration, num_buckets=cfg.num_buckets,
-                    shuffle=cfg.shuffle, drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size,
-                    rank=self.rank,
-                )  # fmt: skip
+            cuts = training_subset(cfg)
+            num_buckets = adapted_num_buckets(cfg.num_buckets, cuts)
+            if num_buckets < 2:  # lhotse's bucketing needs 2 buckets or more
+                sampler = SimpleCutSampler(cuts, max_duration=cfg.max_duration, shuffle=cfg.shuffle,
+                                           drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size,
+                                           rank=self.rank)  # fmt: skip
+            else:
+                with warnings.catch_warnings():  # a train_fraction subset is eager, and small: that is fine
+                    warnings.filterwarnings("ignore", "You are using DynamicBucketingSampler with an eagerly read")
+                    sampler = DynamicBucketingSampler(
+                        cuts, max_duration=cfg.max_duration, num_buckets=num_buckets, shuffle=cfg.shuffle,
+                        drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size, rank=self.rank,
+                    )  # fmt: skip
             augment = SpecAugment.from_config(cfg) if cfg.spec_augment else None
             dataset = FrameDataset(augment, self.extra_fields, with_labels=True, seed=self.seed)
             self._train = (ResumableSampler(sampler), dataset)

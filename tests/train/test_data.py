@@ -1,5 +1,7 @@
 """The trainer's data module: collation and padding, the extra-field hook, SpecAugment, DDP sharding, resumption."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,23 @@ def test_train_fraction_picks_the_same_subset_for_every_seed(cuts_path, tmp_path
     assert sorted(training_subset(_config(cuts_path, train_fraction=0.25, subset_seed=1)).ids) != sub
     with pytest.raises(ValueError, match="train_fraction"):
         training_subset(_config(cuts_path, train_fraction=0.0))
+
+
+@pytest.mark.parametrize("num_cuts, fraction, buckets", [(160, 0.03, 2), (3, 1.0, 1), (1, 1.0, 0), (64, 1.0, 10)])
+def test_small_corpora_adapt_the_number_of_buckets(tmp_path, frame_data, num_cuts, fraction, buckets):
+    """0.03 of 160 cuts is 5 cuts: lhotse refused 10 buckets for them (issue 10, item 7); below 2 buckets
+    the sampler does not bucket."""
+    from asr_kd.trainer import train
+    from asr_kd.trainer.data import adapted_num_buckets, training_subset
+
+    frame_data.make_cuts(tmp_path / "data", "train", num_cuts, seed=1, min_frames=20, max_frames=30)
+    frame_data.make_cuts(tmp_path / "data", "valid", 4, seed=2)
+    cfg = frame_data.tiny_config(tmp_path / "data", tmp_path / "exp", num_epochs=1, save_every_n=0)
+    cfg.data.num_buckets, cfg.data.train_fraction = 10, fraction
+    subset = training_subset(cfg.data)
+    assert adapted_num_buckets(10, subset) == buckets
+    dm = FrameDataModule(cfg.data, seed=cfg.seed)
+    seen = [i for batch in dm.train_dataloader(1) for i in batch["cut_ids"]]
+    assert sorted(seen) == sorted(subset.ids) and len(seen) == math.ceil(num_cuts * fraction)
+    if num_cuts * fraction <= 5:
+        assert train(cfg)["steps"] == dm.num_train_batches(1)
