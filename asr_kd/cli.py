@@ -19,6 +19,8 @@ Usage::
     asr-kd decode --models exp/synth_digits/student-kd/best-valid-acc.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
         --pdf-counts exp/synth_digits/align/pdf_counts.txt --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz \
         --output-dir exp/synth_digits/decode --name student-kd --role student_kd
+    asr-kd decode-gmm --gmm exp/synth_digits/align/final.gmm.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
+        --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz --output-dir exp/synth_digits/decode --name mono
     asr-kd report exp/synth_digits
     asr-kd export --model exp/synth_digits/student-kd/best-valid-acc.pt --output exp/synth_digits/deploy/student-kd.onnx \
         --cuts data/ali/synth_digits_cuts_dev.jsonl.gz --int8 static
@@ -43,7 +45,7 @@ from asr_kd.utils import setup_logging
 COMMANDS = {**data.COMMANDS, **align.COMMANDS, **kd.COMMANDS, **decode.COMMANDS, **deploy.COMMANDS, **report.COMMANDS}
 ORDER = (
     "prepare", "download", "features", "lang", "align", "align-report", "train", "cache", "distill", "evaluate",
-    "decode", "report", "export", "stats", "write-config",
+    "decode", "decode-gmm", "report", "export", "stats", "write-config",
 )  # fmt: skip
 
 

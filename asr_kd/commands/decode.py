@@ -40,22 +40,21 @@ def _add(sub) -> None:
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG-<key>.fst graphs are cached here")
     p.add_argument("--pdf-counts", type=Path, required=True, help="the align stage's <exp-dir>/pdf_counts.txt")
     p.add_argument("--lm-cuts", type=Path, default=None,
-                   help="training cuts whose transcripts train the LM; omit to reuse the cached graph of --lm-order")  # fmt: skip
-    p.add_argument("--lm-order", type=int, default=3, help="n-gram order of the LM")
+                   help="training cuts whose transcripts train the LM; omit (and --lm-text) to reuse the cached "
+                   "graph of --lm-order")  # fmt: skip
+    _add_lm_flags(p)
+    p.add_argument("--tree", type=Path, default=None,
+                   help="the align stage's tree.json for models of context-dependent pdfs (None: the lang's "
+                   "monophone pdfs)")
+    p.add_argument("--transitions", type=Path, default=None,
+                   help="the align stage's transitions.json (None: the lang topology's fixed probabilities)")
     p.add_argument("--output-dir", type=Path, required=True, help="e.g. exp/synth_digits/decode")
     p.add_argument("--name", default=None,
                    help="name in the output files (default: the checkpoint's directory, or 'ensemble')")  # fmt: skip
     p.add_argument("--role", default=None, help="teacher, ensemble, student_hard, student_kd, ... (as given)")
     p.add_argument("--acoustic-scale", type=float, default=0.1,
                    help="multiplies the hybrid log-likelihoods (unused with --tune-cuts)")
-    p.add_argument("--tune-cuts", type=Path, default=None,
-                   help="a development CutSet: decode it at each --tune-scales and use the scale of lowest WER "
-                   "(never the test set)")
-    p.add_argument("--tune-scales", type=float, nargs="+", default=None,
-                   help="acoustic scales tried with --tune-cuts (None: 0.05 0.1 0.15 0.2 0.3 0.5 0.7 1.0)")
-    p.add_argument("--beam", type=float, default=13.0, help="search beam, scaled log units")
-    p.add_argument("--max-active", type=int, default=7000, help="most active states per frame")
-    p.add_argument("--nj", type=int, default=1, help="decoding processes")
+    _add_search_flags(p)
     p.add_argument("--device", default="auto", help="of the forward passes: auto, cpu, cuda")
     p.add_argument("--batch-size", type=int, default=32, help="cuts per forward pass")
     p.add_argument("--chunk-frames", type=int, default=None,
@@ -71,25 +70,103 @@ def _add(sub) -> None:
     add_common(p)
 
 
-def _run(args) -> None:
-    from asr_kd.decode.record import summary_line
-    from asr_kd.decode.run import decode_cuts
+def _add_lm_flags(p) -> None:
+    p.add_argument("--lm-text", type=Path, default=None,
+                   help="a text file, one sentence per line, that trains the LM instead of --lm-cuts (e.g. a "
+                   "corpus's LM text set)")
+    p.add_argument("--lm-order", type=int, default=3, help="n-gram order of the LM")
 
-    result = decode_cuts(
-        args.models, args.cuts, args.lang_dir, args.output_dir, args.name or default_name(args.models),
-        role=args.role, pdf_counts=args.pdf_counts, lm_cuts=args.lm_cuts, lm_order=args.lm_order,
-        acoustic_scale=args.acoustic_scale, beam=args.beam, max_active=args.max_active, num_jobs=args.nj,
-        device=args.device, batch_size=args.batch_size, force=args.force, tune_cuts=args.tune_cuts,
-        chunk_frames=args.chunk_frames, cmvn=args.cmvn, threads=args.threads,
-        **({"tune_scales": args.tune_scales} if args.tune_scales else {}),
-    )  # fmt: skip
+
+def _add_search_flags(p) -> None:
+    """Tuning and search flags shared by decode and decode-gmm."""
+    p.add_argument("--tune-cuts", type=Path, default=None,
+                   help="a development CutSet: decode it at each --tune-scales and use the scale of lowest WER "
+                   "(never the test set)")
+    p.add_argument("--tune-scales", type=float, nargs="+", default=None,
+                   help="acoustic scales tried with --tune-cuts (None: 0.05 0.1 0.15 0.2 0.3 0.5 0.7 1.0)")
+    p.add_argument("--beam", type=float, default=13.0,
+                   help="search beam in scaled log units at the acoustic scale 0.1 (see --fixed-beam)")
+    p.add_argument("--fixed-beam", action="store_true",
+                   help="keep --beam at every acoustic scale (default: the beam grows with the scale above 0.1, "
+                   "beam * scale / 0.1, so that high tuned scales do not prune every path to a final state)")
+    p.add_argument("--max-retries", type=int, default=2,
+                   help="search an utterance again, beam doubled, when it ends without a final state; the "
+                   "record counts the retries and the utterances that never reach one (num_no_final)")
+    p.add_argument("--decoder", choices=("faster", "lattice"), default="faster",
+                   help="kaldi-decoder's FasterDecoder, or its LatticeSimpleDecoder (best path of the lattice)")
+    p.add_argument("--max-active", type=int, default=7000, help="most active states per frame (faster decoder)")
+    p.add_argument("--nj", type=int, default=1, help="decoding processes")
+
+
+def _search_kwargs(args) -> dict:
+    return {"beam": args.beam, "max_active": args.max_active, "scale_beam": not args.fixed_beam,
+            "max_retries": args.max_retries, "decoder": args.decoder, "num_jobs": args.nj,
+            "batch_size": args.batch_size, "force": args.force, "tune_cuts": args.tune_cuts,
+            "lm_cuts": args.lm_cuts, "lm_text": args.lm_text, "lm_order": args.lm_order,
+            **({"tune_scales": args.tune_scales} if args.tune_scales else {})}  # fmt: skip
+
+
+def _print(result: dict) -> None:
+    from asr_kd.decode.record import summary_line
+
     tuning = result["decode_config"].get("tuning")
     scale = f", acoustic scale {tuning['best']:g} (tuned)" if tuning else ""
     streaming = result["decode_config"].get("streaming")
     if streaming:
         scale += (f", chunks of {streaming['chunk_frames']} frames ({streaming['cmvn']} CMVN): algorithmic latency "
                   f"{streaming['latency_ms']:g} ms")  # fmt: skip
-    print(summary_line(result) + scale)
+    print(f"{summary_line(result)}{scale}; {result['num_no_final']} cuts without a final state, "
+          f"{result['num_retries']} retries")  # fmt: skip
 
 
-COMMANDS = {"decode": (_add, _run)}
+def _run(args) -> None:
+    from asr_kd.decode.run import decode_cuts
+
+    result = decode_cuts(
+        args.models, args.cuts, args.lang_dir, args.output_dir, args.name or default_name(args.models),
+        role=args.role, pdf_counts=args.pdf_counts, acoustic_scale=args.acoustic_scale, device=args.device,
+        tree=args.tree, transitions=args.transitions, chunk_frames=args.chunk_frames, cmvn=args.cmvn,
+        threads=args.threads, **_search_kwargs(args),
+    )  # fmt: skip
+    _print(result)
+
+
+def _add_gmm(sub) -> None:
+    p = sub.add_parser(
+        "decode-gmm",
+        help="decode any cuts with a GMM-HMM system (the aligner's final.gmm.pt); WER, result-<name>.json",
+        description="Scores a GMM-HMM system through the decode stage's search: per frame acoustic_scale * "
+        "the GMM log-likelihood of each pdf (no priors; Kaldi's gmm-decode-faster), over the HCLG of the "
+        "system's own tree and transitions (monophone systems: the lang's), cached in --lang-dir. Writes the "
+        "files of `asr-kd decode` into --output-dir, with role 'gmm' (the report's GMM ladder: mono, tri1, "
+        "tri2, then the neural models).",
+    )
+    p.add_argument("--gmm", type=Path, required=True, help="the align stage's <exp-dir>/final.gmm.pt")
+    p.add_argument("--cuts", type=Path, required=True, help="any CutSet with features, e.g. the aligned test cuts")
+    p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG-<key>.fst graphs are cached here")
+    p.add_argument("--lm-cuts", type=Path, default=None,
+                   help="training cuts whose transcripts train the LM; omit (and --lm-text) to reuse the cached "
+                   "graph of --lm-order")
+    _add_lm_flags(p)
+    p.add_argument("--output-dir", type=Path, required=True, help="e.g. exp/synth_digits/decode")
+    p.add_argument("--name", default=None, help="name in the output files (default: the --gmm file's directory)")
+    p.add_argument("--role", default="gmm", help="the record's role")
+    p.add_argument("--acoustic-scale", type=float, default=1.0 / 12,
+                   help="multiplies the GMM log-likelihoods (Kaldi's GMM acwt; unused with --tune-cuts)")
+    _add_search_flags(p)
+    p.add_argument("--batch-size", type=int, default=32, help="cuts per batch")
+    p.add_argument("--force", action="store_true", help="decode even if result-<name>.json matches")
+    add_common(p)
+
+
+def _run_gmm(args) -> None:
+    from asr_kd.decode.gmm_decode import decode_gmm
+
+    result = decode_gmm(
+        args.gmm, args.cuts, args.lang_dir, args.output_dir, args.name or Path(args.gmm).parent.name or "gmm",
+        role=args.role, acoustic_scale=args.acoustic_scale, **_search_kwargs(args),
+    )  # fmt: skip
+    _print(result)
+
+
+COMMANDS = {"decode": (_add, _run), "decode-gmm": (_add_gmm, _run_gmm)}

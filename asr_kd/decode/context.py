@@ -175,3 +175,21 @@ def hmm_labels(lang: Lang, tree: ContextTree, transitions: Transitions,
             chain.forward.append(-forward_lp)
         chains[window] = chain
     return labels, chains
+
+
+def load_tree(path: Path | str) -> ContextTree:
+    """The align stage's ``tree.json`` (``asr_kd.hmm.tree.ContextDependency``)."""
+    try:
+        from asr_kd.hmm.tree import ContextDependency
+    except ImportError as e:  # pragma: no cover - asr_kd.hmm lands with the triphone aligner
+        raise ImportError(f"reading the context tree {path} needs asr_kd.hmm (the triphone aligner): {e}") from e
+    return ContextDependency.load(path)
+
+
+def load_transitions(path: Path | str) -> Transitions:
+    """The align stage's ``transitions.json`` (``asr_kd.hmm.transitions.TransitionModel``)."""
+    try:
+        from asr_kd.hmm.transitions import TransitionModel
+    except ImportError as e:  # pragma: no cover - asr_kd.hmm lands with the triphone aligner
+        raise ImportError(f"reading the transition model {path} needs asr_kd.hmm (the triphone aligner): {e}") from e
+    return TransitionModel.load(path)

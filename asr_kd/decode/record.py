@@ -76,6 +76,8 @@ FIELDS: tuple[Field, ...] = (
     Field("num_words", "an integer >= 0", _count),
     Field("num_utts", "an integer >= 0", _count),
     Field("num_skipped", "an integer >= 0", _count),
+    Field("num_no_final", "an integer >= 0 (cuts whose search ended without a final state)", _count),
+    Field("num_retries", "an integer >= 0 (searches again with a doubled beam)", _count),
     Field("decode_config", "an object", lambda v: isinstance(v, dict)),
     Field("audio_seconds", "a number >= 0", lambda v: _is_num(v) and v >= 0),
     Field("forward_seconds", "a number >= 0", lambda v: _is_num(v) and v >= 0),

@@ -25,6 +25,7 @@ label, over the frames both have); cuts whose features (or labels) cannot be rea
 Files in ``output_dir`` for a decoding ``name``:
     recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt   (asr_kd.decode.scoring)
     skipped-<name>.txt      ``<cut id>\\t<reason>`` per skipped cut (empty when none)
+    no-final-<name>.txt     the cut ids whose search ended without a final state, even after the retries
     result-<name>.json      the decode record (asr_kd.decode.record), written last: its presence means finished
 
 A second call with the same models (sha256), cuts, name, role and decoding settings returns the
@@ -48,10 +49,11 @@ from asr_kd.decode.decoder import (
     DEFAULT_ACOUSTIC_SCALE,
     DEFAULT_BEAM,
     DEFAULT_MAX_ACTIVE,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_PRIOR_FLOOR,
     compute_log_priors,
-    decode_batch,
     hybrid_loglikes,
+    search_batch,
 )
 from asr_kd.decode.record import load_record, summary_line, write_record
 from asr_kd.decode.scoring import write_results
@@ -80,17 +82,35 @@ def read_pdf_counts(path: Path | str) -> np.ndarray:
     return counts
 
 
-def decoding_graph(lang_dir: Path | str, lm_cuts: Path | str | None, lm_order: int) -> tuple[Path, dict]:
-    """``(<lang_dir>/HCLG-<key>.fst, its info)``: built on the ``lm_cuts`` transcripts (cached by what it is
-    built from: :mod:`asr_kd.decode.graph`), or, when ``lm_cuts`` is None, the one cached graph of an
-    ``lm_order``-gram LM in ``lang_dir`` (an error when there is none, or several)."""
-    from asr_kd.decode.graph import cached_graphs, ensure_decoding_graph
+def read_lm_text(path: Path | str) -> list[str]:
+    """The sentences of an LM text file: one per line, whitespace collapsed, empty lines dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LM text {path} does not exist (expected one sentence per line)")
+    lines = [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ValueError(f"LM text {path} has no non-empty line (expected one sentence per line)")
+    return lines
+
+
+def decoding_graph(lang_dir: Path | str, lm_cuts: Path | str | None, lm_order: int, lm_text: Path | str | None = None,
+                   tree=None, transitions=None) -> tuple[Path, dict]:  # fmt: skip
+    """``(<lang_dir>/HCLG-<key>.fst, its info)``: built on the ``lm_text`` sentences or the ``lm_cuts``
+    transcripts (cached by what it is built from, the tree and transitions included:
+    :mod:`asr_kd.decode.graph`), or, when both are None, the one cached graph of an ``lm_order``-gram LM
+    and that context dependency in ``lang_dir`` (an error when there is none, or several)."""
+    from asr_kd.data.lang import Lang
+    from asr_kd.decode.graph import cached_graphs, context_dependency, ensure_decoding_graph
 
     lang_dir = Path(lang_dir)
-    if lm_cuts is not None:
-        texts = [reference_text(c) for c in CutSet.from_file(lm_cuts)]
-        return ensure_decoding_graph(lang_dir, texts, order=lm_order)
-    graphs = cached_graphs(lang_dir)
+    if lm_cuts is not None and lm_text is not None:
+        raise ValueError(f"give the LM text as lm_cuts ({lm_cuts}) or lm_text ({lm_text}), not both")
+    if lm_cuts is not None or lm_text is not None:
+        texts = read_lm_text(lm_text) if lm_text is not None else [reference_text(c) for c in CutSet.from_file(lm_cuts)]
+        return ensure_decoding_graph(lang_dir, texts, order=lm_order, tree=tree, transitions=transitions)
+    context = context_dependency(Lang.load(lang_dir), tree, transitions)
+    graphs = [(p, i) for p, i in cached_graphs(lang_dir) if i.get("context_dependency", "monophone") == context]
     matching = [(p, i) for p, i in graphs if i.get("lm_order") == lm_order]
     if not matching:
         found = ", ".join(f"{p.name} ({i.get('lm_order')}-gram)" for p, i in graphs) or "none"
@@ -126,8 +146,8 @@ def _member_info(paths: Sequence[Path | str]) -> tuple[dict[str, Any], list]:
 class _Scorer:
     """Forward passes, frame accuracy and the search, over batches of cuts."""
 
-    def __init__(self, models, device, log_priors: np.ndarray, graph_path: Path, words: list[str], search: dict,
-                 num_jobs: int, auto_flush: bool = True):  # fmt: skip
+    def __init__(self, models, device, log_priors: np.ndarray | None, graph_path: Path, words: list[str], search: dict,
+                 num_jobs: int, auto_flush: bool = True, acoustic=None):  # fmt: skip
         self.auto_flush = auto_flush  # False: keep every utterance's log-likelihoods (acoustic-scale tuning)
         self.models, self.device, self.log_priors, self.words = models, device, log_priors, words
         self.graph_path, self.search, self.num_jobs = graph_path, search, num_jobs
@@ -136,6 +156,10 @@ class _Scorer:
         self.audio_seconds = self.forward_seconds = self.decode_seconds = 0.0
         self.results: dict[str, tuple[str, str]] = {}
         self.skipped: dict[str, str] = {}
+        self.no_final: list[str] = []  # cut ids whose search ended without a final state (after retries)
+        self.retries = 0  # searches again with a doubled beam
+        #: None: the models' hybrid scores; else a function batch -> (B, T, P) log-likelihoods (a GMM system)
+        self.acoustic = acoustic
         self._pending: list[tuple[str, str, np.ndarray]] = []  # (cut id, reference, loglikes)
 
     @torch.no_grad()
@@ -148,12 +172,14 @@ class _Scorer:
             logging.warning(f"{cut_id}: skipped, its features or labels cannot be loaded ({reason})")
         if batch is None:
             return
-        logits = model_logits(self.models, batch, self.device)  # (K, B, T, P)
-        if len(self.models) == 1:
-            log_post = torch.log_softmax(logits[0], dim=-1)
+        if self.acoustic is not None:  # log-likelihoods themselves (GMM): no priors
+            log_post = self.acoustic(batch)
+        elif len(self.models) == 1:
+            log_post = torch.log_softmax(model_logits(self.models, batch, self.device)[0], dim=-1)
         else:
             from asr_kd.kd.ensemble import ensemble_posteriors
 
+            logits = model_logits(self.models, batch, self.device)  # (K, B, T, P)
             post = ensemble_posteriors(logits, temperature=1.0, mode="arithmetic")  # (B, T, P)
             log_post = post.clamp_min(torch.finfo(post.dtype).tiny).log()
         self.accuracy.update(log_post, batch["frame_labels"])
@@ -163,7 +189,8 @@ class _Scorer:
             cut = by_id[cut_id]
             self.frames += n
             self.audio_seconds += float(cut.duration)
-            self._pending.append((cut_id, reference_text(cut), hybrid_loglikes(log_post[i, :n], self.log_priors)))
+            loglikes = log_post[i, :n] if self.acoustic is not None else hybrid_loglikes(log_post[i, :n], self.log_priors)
+            self._pending.append((cut_id, reference_text(cut), loglikes))
         self.forward_seconds += time.perf_counter() - start
         if self.auto_flush and sum(ll.size for _, _, ll in self._pending) > MAX_PENDING_VALUES:
             self.flush()
@@ -178,10 +205,13 @@ class _Scorer:
         if not self._pending:
             return
         start = time.perf_counter()
-        hyps = decode_batch(self.graph_path, [ll for _, _, ll in self._pending], num_jobs=self.num_jobs, **self.search)
+        hyps = search_batch(self.graph_path, [ll for _, _, ll in self._pending], num_jobs=self.num_jobs, **self.search)
         self.decode_seconds += time.perf_counter() - start
-        for (cut_id, ref, _), word_ids in zip(self._pending, hyps, strict=True):
-            self.results[cut_id] = (ref, " ".join(self.words[w] for w in word_ids))
+        for (cut_id, ref, _), hyp in zip(self._pending, hyps, strict=True):
+            self.results[cut_id] = (ref, " ".join(self.words[w] for w in hyp.word_ids))
+            self.retries += hyp.retries
+            if not hyp.reached_final:
+                self.no_final.append(cut_id)
         self._pending = []
 
 
@@ -192,8 +222,10 @@ DEFAULT_TUNE_SCALES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
 def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], batch_size: int, name: str) -> dict:
     """Decode ``cuts`` at every scale of ``scales``; the one of lowest WER (the smallest on ties).
 
-    Returns ``{"best": scale, "wer_by_scale": {str(scale): wer}, "cuts": number of cuts}``. The forward
-    pass runs once; the log-likelihoods of the whole tuning set are held in memory (a dev-sized set).
+    Returns ``{"best": scale, "wer_by_scale": {str(scale): wer}, "no_final_by_scale": {str(scale): number of
+    cuts whose search ended without a final state}, "retries_by_scale": {...}, "cuts": number of cuts}``.
+    The forward pass runs once; the log-likelihoods of the whole tuning set are held in memory (a
+    dev-sized set).
     """
     from asr_kd.decode.scoring import compute_wer
 
@@ -204,15 +236,19 @@ def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], 
     pending = scorer.take_pending()
     if not pending:
         raise ValueError("no cut of the tuning set could be loaded")
-    wer_by_scale = {}
+    wer_by_scale, no_final, retries = {}, {}, {}
     for scale in sorted(scales):
         search = {**scorer.search, "acoustic_scale": scale}
-        hyps = decode_batch(scorer.graph_path, [ll for _, _, ll in pending], num_jobs=scorer.num_jobs, **search)
-        results = {u: (ref, " ".join(scorer.words[w] for w in h)) for (u, ref, _), h in zip(pending, hyps, strict=True)}
+        hyps = search_batch(scorer.graph_path, [ll for _, _, ll in pending], num_jobs=scorer.num_jobs, **search)
+        results = {u: (ref, " ".join(scorer.words[w] for w in h.word_ids))
+                   for (u, ref, _), h in zip(pending, hyps, strict=True)}  # fmt: skip
         wer_by_scale[f"{scale:g}"] = compute_wer(results).wer
+        no_final[f"{scale:g}"] = sum(not h.reached_final for h in hyps)
+        retries[f"{scale:g}"] = sum(h.retries for h in hyps)
         logging.info(f"{name}: acoustic scale {scale:g}: WER {100 * wer_by_scale[f'{scale:g}']:.2f}% on the tuning set")
     best = min(sorted(scales), key=lambda s: wer_by_scale[f"{s:g}"])
-    return {"best": best, "wer_by_scale": wer_by_scale, "cuts": len(pending)}
+    return {"best": best, "wer_by_scale": wer_by_scale, "no_final_by_scale": no_final, "retries_by_scale": retries,
+            "cuts": len(pending)}  # fmt: skip
 
 
 def _reusable(path: Path, expected: dict) -> dict | None:
@@ -256,6 +292,12 @@ def decode_cuts(
     chunk_frames: int | None = None,
     cmvn: str = "utterance",
     threads: int = 0,
+    lm_text: Path | str | None = None,
+    tree: Path | str | None = None,
+    transitions: Path | str | None = None,
+    scale_beam: bool = True,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    decoder: str = "faster",
 ) -> dict:
     """Decode every cut of ``cuts_path`` with one model or an ensemble; score WER and frame accuracy.
 
@@ -271,7 +313,7 @@ def decode_cuts(
         lm_cuts: the training cuts, whose transcripts train the LM; None uses the one cached graph of an
             ``lm_order``-gram LM.
         lm_order: n-gram order of the LM.
-        acoustic_scale, beam, max_active: the search (beam in scaled log units).
+        acoustic_scale, beam, max_active: the search (beam in scaled log units at the scale 0.1).
         num_jobs: decoding processes (the hypotheses do not depend on it).
         device: of the forward passes ("auto": CUDA when present).
         batch_size: cuts per forward pass.
@@ -290,13 +332,17 @@ def decode_cuts(
             so far: causal).
         threads: intra-op threads of the forward pass (torch and onnxruntime); 0 leaves the libraries'
             defaults.
+        lm_text: a text file, one sentence per line, that trains the LM instead of ``lm_cuts``.
+        tree, transitions: ``tree.json`` and ``transitions.json`` of the align stage (asr_kd.hmm) for models
+            of context-dependent pdfs; None: the lang's monophone pdfs and topology.
+        scale_beam, max_retries, decoder: the search settings of :func:`asr_kd.decode.decoder.search_utterance`.
 
     Returns:
         The record written to ``result-<name>.json`` (:mod:`asr_kd.decode.record`; WER and frame accuracy
         as fractions, frame_acc None when no cut has frame labels; times in seconds; ``num_frames`` the
-        decoded feature frames).
+        decoded feature frames; ``num_no_final`` the cuts whose search ended without a final state,
+        ``num_retries`` the searches again with a doubled beam).
     """
-    from asr_kd.data.lang import Lang
     from asr_kd.models.onnx import check_num_pdfs, num_parameters, open_model_file
 
     paths = [models] if isinstance(models, (str, Path)) else list(models)
@@ -304,16 +350,16 @@ def decode_cuts(
         raise ValueError("decode needs at least one model checkpoint, got none")
     output_dir = Path(output_dir)
     result_path = output_dir / f"result-{name}.json"
-    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order)
+    lang, tree_obj, transitions_obj = load_hmms(lang_dir, tree, transitions)
+    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree_obj, transitions_obj)
     member_info, files = _member_info(paths)
-    tuned = tune_cuts is not None
-    decode_config = {"acoustic_scale": "tuned" if tuned else acoustic_scale, "beam": beam, "max_active": max_active,
-                     "lm_order": graph_info.get("lm_order", lm_order), "num_jobs": num_jobs, "prior_floor": prior_floor,
-                     "lang_dir": str(lang_dir), "pdf_counts": str(pdf_counts),
-                     "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
-                     "graph": graph_path.name}  # fmt: skip
-    if tuned:
-        decode_config.update(tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])
+    search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info)
+    decode_config = {**search_config(search, tune_cuts, tune_scales), "lm_order": graph_info.get("lm_order", lm_order),
+                     "num_jobs": num_jobs, "prior_floor": prior_floor, "lang_dir": str(lang_dir),
+                     "pdf_counts": str(pdf_counts), "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
+                     "lm_text": None if lm_text is None else str(lm_text), "graph": graph_path.name,
+                     "tree": None if tree is None else str(tree),
+                     "transitions": None if transitions is None else str(transitions)}  # fmt: skip
     if chunk_frames is not None:
         from asr_kd.models.onnx import is_onnx_path
         from asr_kd.models.streaming import streaming_info
@@ -329,12 +375,13 @@ def decode_cuts(
         logging.info(f"{result_path} already done: {summary_line(old)}")
         return old
 
-    lang = Lang.load(lang_dir)
     counts = read_pdf_counts(pdf_counts)
+    want = tree_obj.num_pdfs if tree_obj is not None else lang.num_pdfs
+    where = tree if tree is not None else lang_dir
     for f in files:
-        check_num_pdfs(f.path, f.model_config.num_pdfs, lang.num_pdfs, lang_dir)
-    if counts.shape[0] != lang.num_pdfs:
-        raise ValueError(f"pdf counts disagree: {pdf_counts} has {counts.shape[0]}, {lang_dir} {lang.num_pdfs}")
+        check_num_pdfs(f.path, f.model_config.num_pdfs, want, where)
+    if counts.shape[0] != want:
+        raise ValueError(f"pdf counts disagree: {pdf_counts} has {counts.shape[0]}, {where} {want}")
     dev = resolve_device(device)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -343,39 +390,87 @@ def decode_cuts(
         from asr_kd.models.streaming import ChunkedModel
 
         loaded = [ChunkedModel(m, chunk_frames, cmvn=cmvn) for m in loaded]
-    search = {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active}
-    if chunk_frames is not None:
         info = decode_config["streaming"]
         logging.info(f"{name}: chunks of {chunk_frames} frames, context {info['left_context']} + "
                      f"{info['right_context']} frames, {cmvn} CMVN: algorithmic latency {info['latency_ms']:g} ms")  # fmt: skip
-    scorer = _Scorer(loaded, dev, compute_log_priors(counts, prior_floor), graph_path, lang.word_symbols, search,
-                     num_jobs)
-    if tuned:
-        tuner = _Scorer(loaded, dev, scorer.log_priors, graph_path, lang.word_symbols, search, num_jobs, auto_flush=False)
-        tuning = tune_acoustic_scale(tuner, list(CutSet.from_file(tune_cuts)), tune_scales, batch_size, name)
+    log_priors = compute_log_priors(counts, prior_floor)
+
+    def make_scorer(auto_flush: bool) -> _Scorer:
+        return _Scorer(loaded, dev, log_priors, graph_path, lang.word_symbols, dict(search), num_jobs, auto_flush)
+
+    return decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts, tune_scales,
+                             params=sum(num_parameters(m) for m in loaded))
+
+
+def load_hmms(lang_dir: Path | str, tree: Path | str | None, transitions: Path | str | None):
+    """``(lang, tree, transitions)``: the lang and the align stage's tree / transition model (asr_kd.hmm's
+    ``ContextDependency`` / ``TransitionModel``; None where no path is given)."""
+    from asr_kd.data.lang import Lang
+    from asr_kd.decode.context import load_transitions, load_tree
+
+    lang = Lang.load(lang_dir)
+    return lang, None if tree is None else load_tree(tree), None if transitions is None else load_transitions(transitions)
+
+
+def search_settings(acoustic_scale: float, beam: float, max_active: int, scale_beam: bool, max_retries: int,
+                    decoder: str, graph_info: dict) -> dict:  # fmt: skip
+    """The keyword arguments of :func:`asr_kd.decode.decoder.search_batch` for a graph."""
+    from asr_kd.decode.graph import graph_label_pdfs
+
+    if decoder not in ("faster", "lattice"):
+        raise ValueError(f"decoder must be 'faster' or 'lattice', got {decoder!r}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    return {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active, "scale_beam": scale_beam,
+            "max_retries": max_retries, "decoder": decoder, "extra_pdfs": graph_label_pdfs(graph_info)}  # fmt: skip
+
+
+def search_config(search: dict, tune_cuts, tune_scales: Sequence[float]) -> dict:
+    """The search part of a record's ``decode_config``."""
+    config = {k: v for k, v in search.items() if k != "extra_pdfs"}
+    if tune_cuts is not None:
+        config.update(acoustic_scale="tuned", tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])
+    return config
+
+
+def decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output_dir: Path | str, name: str,
+                      batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int) -> dict:  # fmt: skip
+    """Tune the acoustic scale (with ``tune_cuts``), decode ``cuts_path``, write the files of the module
+    docstring and the record (``expected`` + the figures); ``make_scorer(auto_flush)`` makes a _Scorer."""
+    output_dir = Path(output_dir)
+    scorer = make_scorer(True)
+    if tune_cuts is not None:
+        tuning = tune_acoustic_scale(make_scorer(False), list(CutSet.from_file(tune_cuts)), tune_scales, batch_size,
+                                     name)  # fmt: skip
         scorer.search["acoustic_scale"] = tuning["best"]
-        decode_config["tuning"] = tuning
+        expected["decode_config"]["tuning"] = tuning
         logging.info(f"{name}: acoustic scale {tuning['best']:g} (lowest WER on {tune_cuts})")
     cuts = list(CutSet.from_file(cuts_path))
     for b in tqdm(range(0, len(cuts), batch_size), desc=f"decode {name}", unit="batch"):
         scorer.forward(cuts[b : b + batch_size])
     scorer.flush()
 
+    num_jobs = scorer.num_jobs
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / f"skipped-{name}.txt", "".join(f"{u}\t{r}\n" for u, r in sorted(scorer.skipped.items())))
+    write_text(output_dir / f"no-final-{name}.txt", "".join(f"{u}\n" for u in sorted(scorer.no_final)))
     stats = write_results(output_dir, name, scorer.results)
     result = {
         **expected,
-        "params": sum(num_parameters(m) for m in loaded),
+        "params": params,
         "frame_acc": scorer.accuracy.value,
         "wer": stats.wer, "sub": stats.sub, "ins": stats.ins, "del": stats.dels,
         "num_frames": scorer.frames, "num_words": stats.num_ref_words, "num_utts": stats.num_utts,
         "num_skipped": len(scorer.skipped),
+        "num_no_final": len(scorer.no_final), "num_retries": scorer.retries,
         "audio_seconds": scorer.audio_seconds, "decode_seconds": scorer.decode_seconds,
         "forward_seconds": scorer.forward_seconds,
         "rtf": scorer.decode_seconds * num_jobs / scorer.audio_seconds if scorer.audio_seconds > 0 else None,
     }  # fmt: skip
-    write_record(result_path, result)
+    write_record(output_dir / f"result-{name}.json", result)
+    if scorer.no_final:
+        logging.warning(f"{name}: {len(scorer.no_final)} cuts ended without a final state (best partial paths used), "
+                        f"listed in {output_dir / f'no-final-{name}.txt'}")  # fmt: skip
     if scorer.skipped:
         logging.warning(f"{name}: {len(scorer.skipped)} cuts skipped, listed in {output_dir / f'skipped-{name}.txt'}")
     logging.info(summary_line(result))

@@ -176,7 +176,7 @@ def test_graph_labels_and_cache(lang_dir: Path, tri_graph, tree) -> None:
 
 def test_monophone_tree_is_the_monophone_graph(lang: Lang, lang_dir: Path, tmp_path: Path) -> None:
     """A monophone tree with the lang's pdfs and transitions builds the very graph of no tree, same key."""
-    from asr_kd.decode.graph import make_g, make_decoding_graph, train_ngram_lm
+    from asr_kd.decode.graph import make_decoding_graph, make_g, train_ngram_lm
 
     plain_path, plain = ensure_decoding_graph(lang_dir, LM_TEXT, order=2)
     same_path, same = ensure_decoding_graph(lang_dir, LM_TEXT, order=2, tree=MonophoneTree(lang),

@@ -11,7 +11,7 @@ def _record(name, role, frame_acc, wer, params, **extra):
     record = dict(
         name=name, role=role, models=[f"exp/x/{name}/best.pt"], params=params, frame_acc=frame_acc, wer=wer,
         sub=int(round(wer * 1000 * 0.6)), ins=int(round(wer * 1000 * 0.1)), **{"del": int(round(wer * 1000 * 0.3))},
-        num_frames=50000, num_words=1000, num_utts=200, num_skipped=0, test_set="data/ali/cuts_test.jsonl.gz",
+        num_frames=50000, num_words=1000, num_utts=200, num_skipped=0, num_no_final=0, num_retries=0, test_set="data/ali/cuts_test.jsonl.gz",
         temperature=None, alpha=None, train_fraction=None, arch="dnn", size="teacher", decode_config={},
         audio_seconds=360.0, decode_seconds=3.6, forward_seconds=1.0, rtf=0.01, checkpoint_sha256=["0" * 64],
     )  # fmt: skip

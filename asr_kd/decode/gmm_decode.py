@@ -1,0 +1,191 @@
+"""Decode with a GMM-HMM system (the aligner's) through the decode stage's search: the ladder of Kaldi's
+RESULTS files (mono, tri1, tri2 WER, then the neural models).
+
+Usage:
+    asr-kd decode-gmm --gmm exp/my_recipe/align/final.gmm.pt --cuts data/ali/my_corpus_cuts_test.jsonl.gz \\
+        --lang-dir data/lang --lm-cuts data/ali/my_corpus_cuts_train.jsonl.gz \\
+        --output-dir exp/my_recipe/decode --name mono --tune-cuts data/ali/my_corpus_cuts_dev.jsonl.gz
+
+    from asr_kd.decode.gmm_decode import decode_gmm
+    record = decode_gmm("exp/my_recipe/align/final.gmm.pt", "data/ali/my_corpus_cuts_test.jsonl.gz",
+                        "data/lang", "exp/my_recipe/decode", "mono", lm_cuts="data/ali/my_corpus_cuts_train.jsonl.gz")
+
+The decodable matrix of a cut is the system's per-frame GMM log-likelihoods of every pdf (Kaldi's
+gmm-decode-faster: no priors, the acoustic scale applies to them as to the hybrid scores); the graph is the
+HCLG of the system's own tree and transitions (:mod:`asr_kd.decode.graph`). Everything else (tuning on
+development cuts, retries, files, the record with role ``gmm``) is the decode stage's
+(:mod:`asr_kd.decode.run`). The frame accuracy is that of the arg-max pdf against the cuts' frame labels.
+
+Systems: ``asr_kd.hmm.system.GmmSystem.load(path)`` (the triphone aligner's ``final.gmm.pt``: GMM, feature
+transform, tree, transitions); the monophone aligner's ``final.gmm.pt`` (``{"gmm", "config",
+"num_pdfs"}``: a :class:`~asr_kd.align.gmm.DiagGmm` over :func:`~asr_kd.align.feats.gmm_features`, the
+lang's pdfs and transitions) is read as :class:`MonophoneGmmSystem`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asr_kd.decode.decoder import DEFAULT_BEAM, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_RETRIES
+from asr_kd.decode.record import summary_line
+from asr_kd.decode.run import (
+    DEFAULT_TUNE_SCALES,
+    _reusable,
+    _Scorer,
+    decode_and_record,
+    decoding_graph,
+    search_config,
+    search_settings,
+)
+
+#: Kaldi's decode.sh --acwt for GMM systems (1/12; its LM weights 7-17 are scales 1/17-1/7)
+DEFAULT_GMM_ACOUSTIC_SCALE = 1.0 / 12
+
+
+class MonophoneGmmSystem:
+    """The monophone aligner's final model in the GmmSystem protocol (tree and transitions: the lang's)."""
+
+    tree = None
+    transitions = None
+
+    def __init__(self, gmm, path: Path) -> None:
+        self.gmm, self.path = gmm, path
+
+    @property
+    def num_pdfs(self) -> int:
+        return self.gmm.num_pdfs
+
+    @property
+    def num_params(self) -> int:
+        """Weights, means and variances of the Gaussians in use."""
+        return int(self.gmm.num_gauss_per_pdf.sum()) * (2 * self.gmm.dim + 1)
+
+    @torch.no_grad()
+    def log_likelihoods(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, num_pdfs) GMM log-likelihoods of one utterance's raw fbank ``(T, F)``."""
+        from asr_kd.align.feats import gmm_features
+
+        return self.gmm.log_likelihoods(gmm_features(feats.float())).float()
+
+
+def load_gmm_system(path: Path | str):
+    """The GMM system in ``path`` (module docstring); clear errors naming the file."""
+    from asr_kd.align.gmm import DiagGmm
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GMM system {path} does not exist: the align stage writes <exp-dir>/final.gmm.pt")
+    try:
+        from asr_kd.hmm.system import GmmSystem
+    except ImportError:
+        GmmSystem = None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and set(state) >= {"gmm", "num_pdfs"} and "tree" not in state:
+        try:
+            return MonophoneGmmSystem(DiagGmm.from_state_dict(state["gmm"]), path)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: field `gmm` is not a DiagGmm state ({e})") from e
+    if GmmSystem is None:
+        raise ValueError(f"{path}: not a monophone aligner's final.gmm.pt (fields gmm, config, num_pdfs), and "
+                         f"asr_kd.hmm (the triphone aligner's GmmSystem) is not installed")  # fmt: skip
+    return GmmSystem.load(path)
+
+
+def _num_params(system) -> int:
+    n = getattr(system, "num_params", None)
+    if isinstance(n, int):
+        return n
+    gmm = getattr(system, "gmm", None)
+    if gmm is not None and hasattr(gmm, "num_gauss_per_pdf"):
+        return int(gmm.num_gauss_per_pdf.sum()) * (2 * gmm.dim + 1)
+    return 0
+
+
+def gmm_acoustic(system):
+    """``batch -> (B, T, num_pdfs)`` log-likelihoods (0 on padding frames), the _Scorer's ``acoustic``."""
+
+    def acoustic(batch: dict[str, Any]) -> torch.Tensor:
+        feats, lengths = batch["features"], batch["lengths"].tolist()
+        out = torch.zeros(feats.shape[0], feats.shape[1], system.num_pdfs)
+        for i, n in enumerate(lengths):
+            ll = torch.as_tensor(system.log_likelihoods(feats[i, :n])).float().cpu()
+            if ll.shape != (n, system.num_pdfs):
+                raise ValueError(f"the GMM system gave log-likelihoods of shape {tuple(ll.shape)} for {n} frames, "
+                                 f"expected ({n}, {system.num_pdfs})")  # fmt: skip
+            out[i, :n] = ll
+        return out
+
+    return acoustic
+
+
+def decode_gmm(
+    gmm: Path | str,
+    cuts_path: Path | str,
+    lang_dir: Path | str,
+    output_dir: Path | str,
+    name: str,
+    *,
+    role: str = "gmm",
+    lm_cuts: Path | str | None = None,
+    lm_text: Path | str | None = None,
+    lm_order: int = 3,
+    acoustic_scale: float = DEFAULT_GMM_ACOUSTIC_SCALE,
+    beam: float = DEFAULT_BEAM,
+    max_active: int = DEFAULT_MAX_ACTIVE,
+    scale_beam: bool = True,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    decoder: str = "faster",
+    num_jobs: int = 1,
+    batch_size: int = 32,
+    force: bool = False,
+    tune_cuts: Path | str | None = None,
+    tune_scales: Sequence[float] = DEFAULT_TUNE_SCALES,
+) -> dict:
+    """Decode every cut of ``cuts_path`` with the GMM system ``gmm``; score WER and frame accuracy.
+
+    The arguments are those of :func:`asr_kd.decode.run.decode_cuts` (no priors, no device: the GMM runs on
+    the CPU); the record is ``result-<name>.json`` with ``arch`` ``"gmm"``, ``size`` the context width
+    (``"mono"`` or ``"N=3"``), ``params`` the Gaussians' parameters.
+    """
+    from asr_kd.data.lang import Lang
+    from asr_kd.decode.graph import lang_sha256
+    from asr_kd.utils import file_sha256
+
+    output_dir = Path(output_dir)
+    system = load_gmm_system(gmm)
+    lang = Lang.load(lang_dir)
+    lang_sha = getattr(system, "lang_sha256", None)
+    if isinstance(lang_sha, str) and lang_sha not in (lang.lexicon_sha256, lang_sha256(lang)):
+        raise ValueError(f"{gmm} was built for another lang (sha256 {lang_sha[:12]}...) than {lang_dir}")
+    tree, transitions = system.tree, system.transitions
+    want = tree.num_pdfs if tree is not None else lang.num_pdfs
+    if system.num_pdfs != want:
+        raise ValueError(f"{gmm} has {system.num_pdfs} pdfs, its tree or {lang_dir} {want}")
+    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree, transitions)
+    search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info)
+    width = 1 if tree is None else tree.context_width
+    decode_config = {**search_config(search, tune_cuts, tune_scales), "lm_order": graph_info.get("lm_order", lm_order),
+                     "num_jobs": num_jobs, "prior_floor": None, "lang_dir": str(lang_dir), "pdf_counts": None,
+                     "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
+                     "lm_text": None if lm_text is None else str(lm_text), "graph": graph_path.name,
+                     "tree": None, "transitions": None}  # fmt: skip
+    expected = {"name": name, "role": role, "test_set": str(cuts_path), "decode_config": decode_config,
+                "models": [str(gmm)], "checkpoint_sha256": [file_sha256(gmm)], "temperature": None, "alpha": None,
+                "train_fraction": None, "arch": "gmm", "size": "mono" if width == 1 else f"N={width}"}  # fmt: skip
+    old = None if force else _reusable(output_dir / f"result-{name}.json", expected)
+    if old is not None:
+        logging.info(f"{output_dir / f'result-{name}.json'} already done: {summary_line(old)}")
+        return old
+    acoustic = gmm_acoustic(system)
+
+    def make_scorer(auto_flush: bool) -> _Scorer:
+        return _Scorer([], torch.device("cpu"), None, graph_path, lang.word_symbols, dict(search), num_jobs,
+                       auto_flush, acoustic=acoustic)  # fmt: skip
+
+    return decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts, tune_scales,
+                             params=_num_params(system))

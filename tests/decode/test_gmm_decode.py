@@ -1,0 +1,108 @@
+"""Tests of GMM-system decoding (asr_kd.decode.gmm_decode, ``asr-kd decode-gmm``) and of ``--lm-text``.
+
+The cuts are those of test_decode_run (one-hot pdf features of known words); the monophone GMM has one
+Gaussian per pdf fitted to the aligner's features (:func:`asr_kd.align.feats.gmm_features`) of those very
+frames, so it must decode them without error; a GMM with the pdfs of ``one`` and ``three`` swapped must
+hear ``one two three`` as ``three two one``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from decode_fixtures import LM_TEXT, make_lang, pdf_sequence
+from lhotse import CutSet, NumpyFilesWriter
+from test_decode_run import make_cut, swap_pdfs
+
+from asr_kd.align.feats import gmm_features
+from asr_kd.align.gmm import DiagGmm
+from asr_kd.cli import main
+from asr_kd.decode.gmm_decode import decode_gmm, load_gmm_system
+from asr_kd.decode.record import load_record
+from asr_kd.decode.run import decode_cuts, read_lm_text
+
+SENTENCES = (["one", "two", "three"], ["two", "two"], ["three", "ten", "one"])
+
+
+def fit_gmm(cuts: CutSet, pdfs: list[np.ndarray], num_pdfs: int, perm: np.ndarray | None = None) -> DiagGmm:
+    """One Gaussian per pdf on the GMM features of ``cuts`` labelled ``pdfs`` (pdf ``perm[p]`` gets p's)."""
+    feats = torch.cat([gmm_features(torch.from_numpy(c.load_features())) for c in cuts]).double()
+    labels = torch.from_numpy(np.concatenate(pdfs))
+    means, vars_ = torch.zeros(num_pdfs, 1, feats.shape[1]), torch.ones(num_pdfs, 1, feats.shape[1])
+    for p in range(num_pdfs):
+        x = feats[labels == p]
+        if len(x):
+            target = p if perm is None else int(perm[p])
+            means[target, 0], vars_[target, 0] = x.mean(0).float(), x.var(0, unbiased=False).clamp_min(1e-2).float()
+    return DiagGmm(means, vars_, torch.zeros(num_pdfs, 1))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("gmm_decode")
+    lang = make_lang(tmp)
+    writer = NumpyFilesWriter(tmp / "storage")
+    pdfs = [np.array(pdf_sequence(lang, words, 3)) for words in SENTENCES]
+    cuts = CutSet.from_cuts([make_cut(writer, lang, f"utt-{i}", w, " ".join(w), p)
+                             for i, (w, p) in enumerate(zip(SENTENCES, pdfs))])  # fmt: skip
+    cuts.to_file(tmp / "test.jsonl.gz")
+    (tmp / "lm.txt").write_text("\n".join(LM_TEXT) + "\n\n", encoding="utf-8")
+    for name, perm in (("mono", None), ("swapped", swap_pdfs(lang))):
+        gmm = fit_gmm(cuts, pdfs, lang.num_pdfs, perm)
+        (tmp / name).mkdir()
+        torch.save({"gmm": gmm.state_dict(), "config": {}, "num_pdfs": lang.num_pdfs}, tmp / name / "final.gmm.pt")
+    return {"tmp": tmp, "lang": lang}
+
+
+def test_monophone_gmm_decodes_its_own_frames(setup) -> None:
+    tmp = setup["tmp"]
+    result = decode_gmm(tmp / "mono" / "final.gmm.pt", tmp / "test.jsonl.gz", tmp / "lang", tmp / "decode", "mono",
+                        lm_text=tmp / "lm.txt", lm_order=2, acoustic_scale=0.1)  # fmt: skip
+    assert result["wer"] == 0.0 and result["num_words"] == 8 and result["frame_acc"] > 0.9
+    assert (result["role"], result["arch"], result["size"]) == ("gmm", "gmm", "mono")
+    assert result["num_no_final"] == 0 and result["num_retries"] == 0 and result["params"] > 0
+    assert load_record(tmp / "decode" / "result-mono.json") == result
+    assert (tmp / "decode" / "no-final-mono.txt").read_text() == ""
+
+
+def test_swapped_gmm_hears_the_swapped_words(setup) -> None:
+    tmp = setup["tmp"]
+    result = decode_gmm(tmp / "swapped" / "final.gmm.pt", tmp / "test.jsonl.gz", tmp / "lang", tmp / "decode",
+                        "swapped", lm_text=tmp / "lm.txt", lm_order=2, acoustic_scale=1.0)  # fmt: skip
+    recogs = (tmp / "decode" / "recogs-swapped.txt").read_text()
+    assert "utt-0:\thyp=['three', 'two', 'one']" in recogs
+    assert result["sub"] >= 2 and result["frame_acc"] < 0.7
+
+
+def test_decode_gmm_cli_and_errors(setup, capsys) -> None:
+    tmp = setup["tmp"]
+    code = main(["decode-gmm", "--gmm", str(tmp / "mono" / "final.gmm.pt"), "--cuts", str(tmp / "test.jsonl.gz"),
+                 "--lang-dir", str(tmp / "lang"), "--lm-text", str(tmp / "lm.txt"), "--lm-order", "2",
+                 "--output-dir", str(tmp / "cli"), "--tune-cuts", str(tmp / "test.jsonl.gz"),
+                 "--tune-scales", "0.05", "0.1"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mono: WER 0.00%") and "0 cuts without a final state, 0 retries" in out
+    tuning = load_record(tmp / "cli" / "result-mono.json")["decode_config"]["tuning"]
+    assert set(tuning["no_final_by_scale"]) == {"0.05", "0.1"}
+    with pytest.raises(FileNotFoundError, match="final.gmm.pt"):
+        load_gmm_system(tmp / "nosuch" / "final.gmm.pt")
+    torch.save({"means": torch.zeros(2)}, tmp / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_gmm_system(tmp / "bad.pt")
+
+
+def test_lm_text(setup, tmp_path: Path) -> None:
+    tmp = setup["tmp"]
+    assert read_lm_text(tmp / "lm.txt") == LM_TEXT  # blank lines dropped
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="empty.txt has no non-empty line"):
+        read_lm_text(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_lm_text(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="not both"):
+        decode_cuts([tmp / "x.pt"], tmp / "test.jsonl.gz", tmp / "lang", tmp_path, "x", pdf_counts=tmp / "c.txt",
+                    lm_cuts=tmp / "test.jsonl.gz", lm_text=tmp / "lm.txt")  # fmt: skip
