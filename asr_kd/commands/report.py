@@ -10,23 +10,32 @@ from asr_kd.commands.common import add_common
 def _add_report(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="results.json, RESULTS.md (Table 1, Table 5, temperature sweep) and a plot from the decode records",
-        description="Reads every <decode-dir>/result-*.json (one per decoded model, from `asr-kd decode`), "
-        "adds the mean teacher and the gain recovered, (kd - hard) / (ensemble - hard), on frame accuracy "
-        "and WER, and writes <exp_dir>/results.json, the markdown tables (printed too) and "
-        "<exp_dir>/temperature_sweep.png when there are at least two distillation temperatures.",
+        help="results.json, RESULTS.md (Table 1, differences with 95%% CIs, paired WER tests, data-size curve, "
+        "Table 5, temperature sweep) and plots from the decode records",
+        description="Reads every <decode-dir>/result-*.json (one per decoded model, from `asr-kd decode`) and "
+        "the utt-errors-<name>.tsv beside it; groups the students into configurations that differ only by "
+        "seed (mean, sd, 95%% t-interval); compares them seed by seed (distilled vs hard labels, gain "
+        "recovered (kd - hard) / (ensemble - hard), relative WER reduction, ensemble vs mean teacher, the "
+        "gap closed at the Table 5 fraction, transfer set vs none); tests distilled vs hard-label WER over "
+        "the test utterances (paired bootstrap, sign test, matched pairs); writes <exp_dir>/results.json, "
+        "the markdown tables (printed too), <exp_dir>/temperature_sweep.png (>= 2 temperatures) and "
+        "<exp_dir>/data_size_curve.png (>= 2 training fractions).",
     )
     p.add_argument("exp_dir", type=Path, help="e.g. exp/synth_digits; its recipe_config.json becomes the config")
     p.add_argument("--decode-dir", type=Path, default=None, help="default <exp_dir>/decode (not recursive)")
     p.add_argument("--output", type=Path, default=None, help="the markdown file; default <exp_dir>/RESULTS.md")
-    p.add_argument("--no-plot", action="store_true", help="do not write temperature_sweep.png")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG plots")
+    p.add_argument("--table5-fraction", type=float, default=None,
+                   help="training fraction of the Table 5 rows and the gap closed (None: the config's "
+                   "table5_fraction, else 0.03)")  # fmt: skip
     add_common(p)
 
 
 def _run_report(args) -> None:
     from asr_kd.decode.report import make_report
 
-    results = make_report(args.exp_dir, decode_dir=args.decode_dir, output=args.output, plot=not args.no_plot)
+    results = make_report(args.exp_dir, decode_dir=args.decode_dir, output=args.output, plot=not args.no_plot,
+                          table5_fraction=args.table5_fraction)
     print(results["markdown"], end="")
 
 

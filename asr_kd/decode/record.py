@@ -8,7 +8,9 @@ Usage::
     record = load_record(path)                                  # ValueError naming the file and the field
 
 Fractions (frame_acc, wer) are in [0, 1], times in seconds; ``frame_acc`` is None when no decoded cut has
-frame labels.
+frame labels. ``seed`` is the training seed of a single model (None for an ensemble): the report pairs
+students of two configurations by it. ``transfer`` says whether a student was distilled on an unlabeled
+transfer set besides the labeled training cuts.
 """
 
 from __future__ import annotations
@@ -22,10 +24,7 @@ from asr_kd.utils import write_json
 
 #: roles with a row or table of their own in the report, in the order of results.json's "models"; any
 #: other role (or null) is reported as an "other model"
-KNOWN_ROLES = (
-    "teacher", "mean_teacher", "ensemble", "student_hard", "student_kd", "student_hard_3pct", "student_kd_3pct",
-    "student_kd_sweep",
-)  # fmt: skip
+KNOWN_ROLES = ("teacher", "mean_teacher", "ensemble", "student_hard", "student_kd", "student_kd_sweep")
 
 
 def _is_num(value: Any, types: tuple = (int, float)) -> bool:
@@ -66,6 +65,9 @@ FIELDS: tuple[Field, ...] = (
     Field("temperature", "a number > 0 or null", _optional(lambda v: _is_num(v) and v > 0)),
     Field("alpha", "a number in [0, 1] or null", _optional(lambda v: _is_num(v) and 0 <= v <= 1)),
     Field("train_fraction", "a fraction in (0, 1] or null", _optional(lambda v: _is_num(v) and 0 < v <= 1)),
+    Field("seed", "an integer (the training seed) or null (an ensemble)", _optional(lambda v: _is_num(v, (int,)))),
+    Field("transfer", "true when the student was also distilled on unlabeled transfer cuts, else false",
+          lambda v: isinstance(v, bool)),
     Field("test_set", "a string", lambda v: isinstance(v, str)),
     Field("frame_acc", "a fraction in [0, 1] or null", _optional(lambda v: _is_num(v) and 0 <= v <= 1)),
     Field("wer", "a fraction >= 0 or null", _optional(lambda v: _is_num(v) and v >= 0)),

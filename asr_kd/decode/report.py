@@ -1,4 +1,4 @@
-"""Collect the decode records of an experiment into ``results.json``, ``RESULTS.md`` and a plot.
+"""Collect the decode records of an experiment into ``results.json``, ``RESULTS.md`` and plots.
 
 Usage:
     from asr_kd.decode.report import make_report
@@ -9,34 +9,56 @@ Usage:
     asr-kd report exp/my_recipe [--decode-dir DIR] [--output RESULTS.md] [--no-plot]
 
 Input: every ``result-<name>.json`` directly in ``decode_dir`` (default ``<exp_dir>/decode``; not
-recursive), one per decoded model, as ``asr-kd decode`` writes them (:mod:`asr_kd.decode.record`). Roles with a table of their own:
-``teacher`` (several), ``ensemble``, ``student_hard``, ``student_kd``, ``student_hard_3pct``,
-``student_kd_3pct``, ``student_kd_sweep``; any other role goes to an "other models" table. A missing role
-leaves out its row or table (with a warning).
+recursive), one per decoded model, as ``asr-kd decode`` writes them (:mod:`asr_kd.decode.record`), and
+beside each its ``utt-errors-<name>.tsv`` (the paired WER tests). Roles: ``teacher`` (several),
+``ensemble``, ``student_hard`` and ``student_kd`` (any ``train_fraction``, any number of seeds;
+``transfer`` true for a student distilled on the unlabeled transfer set too), ``student_kd_sweep``
+(distilled at other temperatures); any other role goes to an "other models" table.
+
+A *configuration* is a group of records that differ only by training seed: same role, arch, size,
+alpha, temperature (ignored when alpha is 0), train fraction, transfer flag and test set. Its figures are
+the mean, sd and 95% t-interval over seeds (:mod:`asr_kd.decode.significance`). Two configurations are
+compared seed by seed (the same seed gives both the same initialisation and data order):
+
+    distilled_vs_hard         kd − hard (full data)
+    gain_recovered            (kd − hard) / (ensemble − hard), per seed (docs/design.md)
+    wer_relative_reduction    (hard − kd) / hard on WER
+    ensemble_vs_mean_teacher  ensemble − teacher k over the teachers (n = number of teachers)
+    gap_closed                (kd_f − hard_f) / (hard_full − hard_f) at the Table 5 fraction f (3%)
+    transfer_vs_no_transfer   kd with the transfer set − kd without it
+
+and the distilled and hard-label students by paired tests over the test utterances (errors summed
+over their common seeds, and seed by seed): bootstrap, sign test, utterance matched pairs.
 
 Files written (atomically):
-    <exp_dir>/results.json            the results schema of docs/design.md (see ``summarize``)
-    <exp_dir>/RESULTS.md              or ``output``: the Table 1 / Table 5 / temperature-sweep tables
-    <exp_dir>/temperature_sweep.png   frame accuracy and WER against T (only with >= 2 sweep points)
-
-Gain recovered (docs/design.md): ``(acc(student_kd) - acc(student_hard)) / (acc(ensemble) - acc(student_hard))``,
-and the same formula on WER; null when a model is missing or the denominator is 0.
+    <exp_dir>/results.json            ``summarize``'s dict (docs/design.md)
+    <exp_dir>/RESULTS.md              or ``output``: the tables (:mod:`asr_kd.decode.tables`)
+    <exp_dir>/temperature_sweep.png   frame accuracy and WER against T (with >= 2 temperatures)
+    <exp_dir>/data_size_curve.png     frame accuracy, WER and gain recovered against the fraction (>= 2)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
+from typing import Any, Callable
 
+from asr_kd.decode.plots import plot_data_size_curve, plot_temperature_sweep
 from asr_kd.decode.record import KNOWN_ROLES, load_record
+from asr_kd.decode.scoring import read_utt_errors
+from asr_kd.decode.significance import paired_difference, paired_ratio, paired_wer_tests, summarize_seeds
 from asr_kd.decode.tables import render_markdown
-from asr_kd.utils import atomic_output, write_json, write_text
+from asr_kd.utils import write_json, write_text
 
 #: the two figures of merit (fractions); the gain formulas apply to both
-_METRICS = ("frame_acc", "wer")
-#: roles shown in the temperature sweep
-SWEEP_ROLES = ("student_kd", "student_kd_sweep")
+METRICS = ("frame_acc", "wer")
+#: the training fraction of the paper's Table 5
+TABLE5_FRACTION = 0.03
+#: bootstrap resamples of the paired WER tests
+BOOTSTRAP_SAMPLES = 10_000
+_SEED_SUFFIX = re.compile(r"-s\d+$")
 
 
 # ------------------------------------------------------------------------------------------- input
@@ -75,148 +97,309 @@ def mean_teacher(teachers: list[dict]) -> dict:
     """The ``mean_teacher`` record: frame_acc, wer, sub, ins, del and params averaged over ``teachers``."""
     record = {k: _mean([t[k] for t in teachers]) for k in ("frame_acc", "wer", "sub", "ins", "del", "params")}
     record.update(
-        name="mean_teacher", role="mean_teacher", members=[t["name"] for t in teachers],
+        name="mean_teacher", role="mean_teacher", members=[t["name"] for t in teachers], seed=None, transfer=False,
         num_frames=teachers[0]["num_frames"], num_words=teachers[0]["num_words"], test_set=teachers[0]["test_set"],
     )  # fmt: skip
     return record
 
 
-def _one(by_role: dict[str, list[dict]], role: str) -> dict | None:
-    """The record of a role that has one (the first by file name if there are several)."""
-    found = by_role.get(role, [])
-    return found[0] if found else None
+# ------------------------------------------------------------------------------------------- configurations
+def fraction_of(record: dict) -> float:
+    """The record's training fraction (None, the whole training set, is 1.0)."""
+    return 1.0 if record.get("train_fraction") is None else float(record["train_fraction"])
 
 
-def _field(record: dict | None, key: str) -> float | None:
-    return None if record is None else record.get(key)
+def config_key(record: dict) -> tuple:
+    """What a configuration's records share: everything but the training seed (and T when alpha is 0)."""
+    alpha = record.get("alpha")
+    temperature = None if not alpha else record.get("temperature")
+    return (record["role"], str(record.get("arch")), str(record.get("size")), alpha, temperature,
+            fraction_of(record), bool(record.get("transfer")), record["test_set"])  # fmt: skip
 
 
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
+def group_configurations(records: list[dict]) -> list[dict]:
+    """The configurations of the student records (every role but teacher and ensemble), in order of their
+    first record's name. Each: ``{"name" (the records' common name less ``-s<seed>``), "role", "arch",
+    "size", "params", "alpha", "temperature", "train_fraction", "transfer", "test_set", "seeds",
+    "members" (record names), "frame_acc" and "wer" (``summarize_seeds``)}``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["name"]):
+        if r["role"] in ("teacher", "ensemble", "mean_teacher"):
+            continue
+        groups.setdefault(config_key(r), []).append(r)
+    out = []
+    for key, members in groups.items():
+        seen: dict = {}
+        for r in members:
+            if r.get("seed") in seen:
+                logging.warning(f"{r['name']!r} and {seen[r['seed']]!r} are one configuration with the same seed "
+                                f"{r['seed']}: the statistics count both")  # fmt: skip
+            seen.setdefault(r.get("seed"), r["name"])
+        names = {_SEED_SUFFIX.sub("", r["name"]) for r in members}
+        role, arch, size, alpha, temperature, fraction, transfer, test_set = key
+        out.append({
+            "name": sorted(names)[0] if len(names) == 1 else " / ".join(sorted(names)),
+            "role": role, "arch": members[0].get("arch"), "size": members[0].get("size"),
+            "params": members[0]["params"], "alpha": alpha, "temperature": temperature, "train_fraction": fraction,
+            "transfer": transfer, "test_set": test_set, "seeds": [r.get("seed") for r in members],
+            "members": [r["name"] for r in members],
+            **{m: summarize_seeds([r[m] for r in members]) for m in METRICS},
+        })  # fmt: skip
+    return out
 
 
-def summarize(records: list[dict], config: dict | None = None) -> dict:
-    """The results schema from the decode records.
-
-    Returns ``{"test_set", "num_frames", "num_words", "config", "models": [records + mean_teacher],
-    "gain_recovered": {"frame_acc", "wer"}, "ensemble_gain": {"frame_acc", "wer"} (ensemble minus mean
-    teacher), "table5": {"rows": [...], "gap_recovered": {"frame_acc", "wer"}}, "temperature_sweep":
-    [{"name", "role", "temperature", "alpha", "frame_acc", "wer"}, ...] sorted by T}``.
-    Fractions throughout (not %); null where a model is missing.
-    """
-    by_role: dict[str, list[dict]] = {}
+def _by_seed(records: list[dict], metric: str) -> dict:
+    """``seed -> value`` of a configuration's records (the first record of a repeated seed)."""
+    out: dict = {}
     for r in records:
-        by_role.setdefault(r["role"], []).append(r)
-    for role in (r for r in KNOWN_ROLES if r != "mean_teacher"):
-        if role not in by_role:
-            logging.warning(f"no decode record with role {role!r}: its rows are left out of the report")
-        elif role not in ("teacher", "student_kd_sweep") and len(by_role[role]) > 1:
-            first = by_role[role][0]["name"]
-            logging.warning(f"{len(by_role[role])} records with role {role!r}; the tables use {first!r}")
-    if by_role.get("teacher"):
-        by_role["mean_teacher"] = [mean_teacher(by_role["teacher"])]
-    by_role["student_kd_sweep"] = sorted(by_role.get("student_kd_sweep", []), key=_sweep_key)
-    models = [r for role in KNOWN_ROLES for r in by_role.get(role, [])]
-    models += sorted((r for r in records if r["role"] not in KNOWN_ROLES), key=lambda r: r["name"])
+        out.setdefault(r.get("seed"), r[metric])
+    return out
 
+
+def _combine(a: dict, b: dict, fn: Callable[[float, float], float]) -> dict:
+    return {s: fn(a[s], b[s]) for s in a if s in b and a[s] is not None and b[s] is not None}
+
+
+class _Selection:
+    """The records of the configurations the report compares."""
+
+    def __init__(self, records: list[dict], table5_fraction: float) -> None:
+        self.records = records
+        self.teachers = [r for r in records if r["role"] == "teacher"]
+        ensembles = [r for r in records if r["role"] == "ensemble"]
+        if len(ensembles) > 1:
+            logging.warning(f"{len(ensembles)} records with role 'ensemble'; the tables use {ensembles[0]['name']!r}")
+        self.ensemble = ensembles[0] if ensembles else None
+        self.configs = group_configurations(records)
+        self.table5_fraction = table5_fraction
+
+    def members(self, config: dict | None) -> list[dict]:
+        if config is None:
+            return []
+        names = set(config["members"])
+        return [r for r in self.records if r["name"] in names]
+
+    def config(self, role: str, fraction: float = 1.0, transfer: bool = False, warn: bool = True) -> dict | None:
+        found = [c for c in self.configs if c["role"] == role and abs(c["train_fraction"] - fraction) < 1e-9
+                 and c["transfer"] == transfer]  # fmt: skip
+        if len(found) > 1 and warn:
+            logging.warning(f"{len(found)} configurations with role {role!r}, fraction {fraction:g}, transfer "
+                            f"{transfer}; the tables use {found[0]['name']!r}")  # fmt: skip
+        return found[0] if found else None
+
+    def fractions(self) -> list[float]:
+        return sorted({c["train_fraction"] for c in self.configs if c["role"] in ("student_hard", "student_kd")
+                       and not c["transfer"]})  # fmt: skip
+
+    def values(self, config: dict | None, metric: str) -> dict:
+        return _by_seed(self.members(config), metric)
+
+
+def _comparison(label: str, a: dict | None, b: dict | None, per_metric: dict[str, dict]) -> dict:
+    return {"label": label, "a": a["name"] if a else None, "b": b["name"] if b else None, **per_metric}
+
+
+def _kd_vs_hard(sel: _Selection, kd: dict | None, hard: dict | None) -> dict[str, dict]:
+    """The seed-paired figures of a distilled and a hard-label configuration at one fraction."""
+    ens = sel.ensemble
+    diff, gain = {}, {}
+    for m in METRICS:
+        k, h = sel.values(kd, m), sel.values(hard, m)
+        diff[m] = paired_difference(k, h)
+        e = None if ens is None else ens[m]
+        gain[m] = paired_ratio(_combine(k, h, lambda x, y: x - y),
+                               {} if e is None else {s: e - v for s, v in h.items() if v is not None})  # fmt: skip
+    return {"difference": diff, "gain_recovered": gain}
+
+
+def _comparisons(sel: _Selection) -> dict:
+    hard, kd = sel.config("student_hard"), sel.config("student_kd")
+    pair = _kd_vs_hard(sel, kd, hard)
+    out = {
+        "distilled_vs_hard": _comparison("distilled - hard labels", kd, hard, pair["difference"]),
+        "gain_recovered": _comparison("gain recovered (kd - hard) / (ensemble - hard)", kd, hard,
+                                      pair["gain_recovered"]),  # fmt: skip
+    }
+    h, k = sel.values(hard, "wer"), sel.values(kd, "wer")
+    out["wer_relative_reduction"] = _comparison(
+        "relative WER reduction (hard - kd) / hard", kd, hard,
+        {"frame_acc": summarize_seeds([]) | {"seeds": []}, "wer": paired_ratio(_combine(h, k, lambda x, y: x - y), h)},
+    )  # fmt: skip
+    ens = sel.ensemble
+    ens_vs_mean = {}
+    for m in METRICS:
+        values = [] if ens is None or ens[m] is None else [ens[m] - t[m] for t in sel.teachers if t[m] is not None]
+        ens_vs_mean[m] = summarize_seeds(values) | {"seeds": [t["name"] for t in sel.teachers]}
+    out["ensemble_vs_mean_teacher"] = {"label": "ensemble - mean teacher (n: teachers)",
+                                       "a": ens["name"] if ens else None, "b": "mean_teacher", **ens_vs_mean}  # fmt: skip
+    f = sel.table5_fraction
+    hard_f, kd_f = sel.config("student_hard", f, warn=False), sel.config("student_kd", f, warn=False)
+    gap = {}
+    for m in METRICS:
+        hf, kf, hfull = sel.values(hard_f, m), sel.values(kd_f, m), sel.values(hard, m)
+        gap[m] = paired_ratio(_combine(kf, hf, lambda x, y: x - y), _combine(hfull, hf, lambda x, y: x - y))
+    out["gap_closed"] = _comparison(f"gap closed at {100 * f:g}% of the data (kd_f - hard_f) / (hard_full - hard_f)",
+                                    kd_f, hard_f, gap) | {"fraction": f}  # fmt: skip
+    transfer = sel.config("student_kd", transfer=True)
+    out["transfer_vs_no_transfer"] = _comparison(
+        "distilled with - without the transfer set", transfer, kd,
+        {m: paired_difference(sel.values(transfer, m), sel.values(kd, m)) for m in METRICS},
+    )  # fmt: skip
+    return out
+
+
+def _data_size_curve(sel: _Selection) -> list[dict]:
+    rows = []
+    for f in sel.fractions():
+        hard, kd = sel.config("student_hard", f, warn=False), sel.config("student_kd", f, warn=False)
+        pair = _kd_vs_hard(sel, kd, hard)
+        rows.append({
+            "train_fraction": f,
+            "hard": None if hard is None else {k: hard[k] for k in ("name", "seeds", *METRICS)},
+            "kd": None if kd is None else {k: kd[k] for k in ("name", "seeds", *METRICS)},
+            "kd_minus_hard": pair["difference"], "gain_recovered": pair["gain_recovered"],
+        })  # fmt: skip
+    return rows
+
+
+def _temperature_sweep(sel: _Selection) -> list[dict]:
+    """Distilled students on the full data without transfer, one point per temperature (all seeds)."""
+    points: dict[float, list[dict]] = {}
+    for c in sel.configs:
+        if c["role"] in ("student_kd", "student_kd_sweep") and c["train_fraction"] == 1.0 and not c["transfer"]:
+            if c["temperature"] is None:
+                logging.warning(f"{c['name']!r} ({c['role']}) has no temperature: left out of the sweep")
+                continue
+            points.setdefault(float(c["temperature"]), []).append(c)
+    out = []
+    for t in sorted(points):
+        cs = points[t]
+        if len(cs) > 1:
+            logging.warning(f"{len(cs)} configurations at T={t:g} in the sweep; it shows {cs[0]['name']!r}")
+        c = cs[0]
+        out.append({"temperature": t, "name": c["name"], "role": c["role"], "alpha": c["alpha"], "seeds": c["seeds"],
+                    **{m: c[m] for m in METRICS}})  # fmt: skip
+    return out
+
+
+def _table5(sel: _Selection, comparisons: dict) -> dict:
+    """Hard vs soft targets on the Table 5 fraction and on the full data (the paper's Table 5)."""
+    f = sel.table5_fraction
+    rows = []
+    for role, fraction, targets in (("student_hard", f, "hard"), ("student_kd", f, "soft"),
+                                    ("student_hard", 1.0, "hard"), ("student_kd", 1.0, "soft")):  # fmt: skip
+        c = sel.config(role, fraction, warn=False)
+        if c is not None:
+            rows.append({"name": c["name"], "role": role, "targets": targets, "train_fraction": fraction,
+                         "seeds": c["seeds"], **{m: c[m] for m in METRICS}})  # fmt: skip
+    gap = comparisons["gap_closed"]
+    return {"fraction": f, "rows": rows if any(r["train_fraction"] == f for r in rows) else [],
+            "gap_recovered": {m: gap[m] for m in METRICS}}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- WER tests
+def _pooled_errors(decode_dir: Path, records: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
+    """``seed -> utt -> (ref words, errors)`` of a configuration's records (those with an utt-errors file)."""
+    out = {}
+    for r in records:
+        path = decode_dir / f"utt-errors-{r['name']}.tsv"
+        if not path.is_file():
+            logging.warning(f"{path} does not exist: {r['name']!r} is left out of the paired WER tests "
+                            "(decode it again to write it)")  # fmt: skip
+            continue
+        out.setdefault(r.get("seed"), read_utt_errors(path))
+    return out
+
+
+def _wer_test(decode_dir: Path | None, sel: _Selection, a: dict | None, b: dict | None, samples: int) -> dict | None:
+    """Paired tests of configuration ``a`` against ``b``: pooled over common seeds, and per seed."""
+    if decode_dir is None or a is None or b is None:
+        return None
+    ea, eb = _pooled_errors(decode_dir, sel.members(a)), _pooled_errors(decode_dir, sel.members(b))
+    seeds = [s for s in ea if s in eb]
+    if not seeds:
+        return None
+    utts = sorted(set.intersection(*(set(ea[s]) & set(eb[s]) for s in seeds)))
+    dropped = max(len(ea[s]) for s in seeds) - len(utts)
+    if dropped:
+        logging.warning(f"paired WER test {a['name']} vs {b['name']}: {dropped} utterances not decoded by both "
+                        "are left out")  # fmt: skip
+    if not utts:
+        return None
+
+    def test(seed_list: list) -> dict:
+        words = [sum(ea[s][u][0] for s in seed_list) for u in utts]
+        err_a = [sum(ea[s][u][1] for s in seed_list) for u in utts]
+        err_b = [sum(eb[s][u][1] for s in seed_list) for u in utts]
+        return paired_wer_tests(err_a, err_b, words, num_samples=samples, seed=0) | {"seeds": list(seed_list)}
+
+    return {"a": a["name"], "b": b["name"], "num_utts": len(utts), "pooled": test(seeds),
+            "per_seed": [test([s]) for s in seeds] if len(seeds) > 1 else []}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- summary
+def summarize(records: list[dict], config: dict | None = None, decode_dir: Path | str | None = None,
+              table5_fraction: float = TABLE5_FRACTION, bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> dict:  # fmt: skip
+    """The results schema from the decode records (module docstring; fractions, not %, throughout).
+
+    Returns ``{"test_set", "num_frames", "num_words", "config", "models" (every record + mean_teacher),
+    "configurations", "comparisons", "wer_tests", "gain_recovered" and "ensemble_gain" (means, per
+    metric), "table5", "data_size_curve", "temperature_sweep"}``. ``decode_dir`` holds the utt-errors
+    files of the paired WER tests (None: no tests).
+    """
+    sel = _Selection(records, table5_fraction)
+    for role in ("teacher", "ensemble", "student_hard", "student_kd"):
+        if not any(r["role"] == role for r in records):
+            logging.warning(f"no decode record with role {role!r}: its rows are left out of the report")
+    models = sorted((r for r in records if r["role"] in KNOWN_ROLES),
+                    key=lambda r: (KNOWN_ROLES.index(r["role"]), fraction_of(r), r["name"]))  # fmt: skip
+    if sel.teachers:
+        models.insert(len(sel.teachers), mean_teacher(sel.teachers))
+    models += sorted((r for r in records if r["role"] not in KNOWN_ROLES), key=lambda r: r["name"])
     test_sets = sorted({r["test_set"] for r in records})
     if len(test_sets) > 1:
         logging.warning(f"the decode records are on different test sets: {test_sets}")
-    hard, kd, ens, mean = (_one(by_role, k) for k in ("student_hard", "student_kd", "ensemble", "mean_teacher"))
-    reference = ens or mean or records[0]
+    comparisons = _comparisons(sel)
+    decode_dir = Path(decode_dir) if decode_dir is not None else None
+    hard, kd = sel.config("student_hard", warn=False), sel.config("student_kd", warn=False)
+    hard_f = sel.config("student_hard", table5_fraction, warn=False)
+    kd_f = sel.config("student_kd", table5_fraction, warn=False)
+    wer_tests = {
+        "distilled_vs_hard": _wer_test(decode_dir, sel, kd, hard, bootstrap_samples),
+        "distilled_vs_hard_table5": _wer_test(decode_dir, sel, kd_f, hard_f, bootstrap_samples),
+    }
+    reference = sel.ensemble or (sel.teachers[0] if sel.teachers else records[0])
+    mean_of = lambda name: {m: comparisons[name][m]["mean"] for m in METRICS}  # noqa: E731
     return {
         "test_set": ", ".join(test_sets),
         "num_frames": reference["num_frames"],
         "num_words": reference["num_words"],
         "config": config or {},
         "models": models,
-        "gain_recovered": {k: gain_recovered(_field(hard, k), _field(kd, k), _field(ens, k)) for k in _METRICS},
-        "ensemble_gain": {k: _diff(_field(ens, k), _field(mean, k)) for k in _METRICS},
-        "table5": _table5(by_role),
-        "temperature_sweep": _temperature_sweep(by_role),
+        "configurations": sel.configs,
+        "comparisons": comparisons,
+        "wer_tests": wer_tests,
+        "gain_recovered": mean_of("gain_recovered"),
+        "ensemble_gain": mean_of("ensemble_vs_mean_teacher"),
+        "table5": _table5(sel, comparisons),
+        "data_size_curve": _data_size_curve(sel),
+        "temperature_sweep": _temperature_sweep(sel),
     }
 
 
-def _sweep_key(record: dict) -> tuple:
-    t = record.get("temperature")
-    return (t is None, t or 0.0, record["name"])
-
-
-def _table5(by_role: dict[str, list[dict]]) -> dict:
-    """Hard vs soft targets on the full and on the reduced training set (the paper's Table 5)."""
-    rows = []
-    for role, targets in (("student_hard", "hard"), ("student_hard_3pct", "hard"), ("student_kd_3pct", "soft"),
-                          ("student_kd", "soft")):  # fmt: skip
-        r = _one(by_role, role)
-        if r is not None:
-            rows.append(dict(name=r["name"], role=role, targets=targets, train_fraction=r.get("train_fraction"),
-                             frame_acc=r["frame_acc"], wer=r["wer"]))  # fmt: skip
-    full, hard_few, soft_few = (_one(by_role, k) for k in ("student_hard", "student_hard_3pct", "student_kd_3pct"))
-    # share of the gap between hard labels on few data and hard labels on all data that soft targets close
-    gap = {k: gain_recovered(_field(hard_few, k), _field(soft_few, k), _field(full, k)) for k in _METRICS}
-    return {"rows": rows, "gap_recovered": gap}
-
-
-def _temperature_sweep(by_role: dict[str, list[dict]]) -> list[dict]:
-    points = []
-    for r in sorted((r for role in SWEEP_ROLES for r in by_role.get(role, [])), key=_sweep_key):
-        if r.get("temperature") is None:
-            logging.warning(f"{r['name']!r} ({r['role']}) has no temperature: left out of the sweep")
-            continue
-        points.append({k: r.get(k) for k in ("name", "role", "temperature", "alpha", "frame_acc", "wer")})
-    return points
-
-
-# ------------------------------------------------------------------------------------------- plot
-def plot_temperature_sweep(results: dict, path: Path | str) -> Path | None:
-    """Frame accuracy and WER (%) against T, with the hard-label student and the ensemble as lines.
-
-    Written atomically to ``path`` (PNG); skipped (returns None) with fewer than 2 sweep points.
-    """
-    points = [p for p in results["temperature_sweep"] if p["frame_acc"] is not None or p["wer"] is not None]
-    if len(points) < 2:
-        logging.info(f"{len(points)} temperature-sweep point(s): no plot")
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    refs = {r["role"]: r for r in results["models"] if r["role"] in ("student_hard", "ensemble")}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "frame_acc", "frame accuracy (%)"), (axes[1], "wer", "WER (%)")):
-        xy = [(p["temperature"], 100 * p[key]) for p in points if p[key] is not None]
-        if xy:
-            ax.plot(*zip(*xy), "o-", label="distilled student")
-        for role, style, name in (("student_hard", "--", "hard-label student"), ("ensemble", ":", "ensemble")):
-            if role in refs and refs[role][key] is not None:
-                ax.axhline(100 * refs[role][key], linestyle=style, color="gray" if role == "ensemble" else "red",
-                           label=name)  # fmt: skip
-        ax.set_xlabel("temperature T")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", framealpha=0.6)
-    fig.suptitle(f"Distillation temperature sweep ({results['test_set']})")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    logging.info(f"wrote {path}")
-    return path
-
-
 # ------------------------------------------------------------------------------------------- entry
-def make_report(
-    exp_dir: Path | str, decode_dir: Path | str | None = None, output: Path | str | None = None, plot: bool = True
-) -> dict:
-    """Read the decode records, write results.json, the markdown report and the sweep plot.
+def make_report(exp_dir: Path | str, decode_dir: Path | str | None = None, output: Path | str | None = None,
+                plot: bool = True, table5_fraction: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Read the decode records, write results.json, the markdown report and the plots.
 
     Args:
         exp_dir: ``exp/<recipe>``; ``<exp_dir>/recipe_config.json`` (if present) becomes ``config``.
         decode_dir: where the ``result-*.json`` records are; default ``<exp_dir>/decode``.
         output: the markdown file; default ``<exp_dir>/RESULTS.md``.
-        plot: write ``<exp_dir>/temperature_sweep.png`` (when there are >= 2 sweep points).
+        plot: write ``temperature_sweep.png`` and ``data_size_curve.png`` into ``exp_dir`` (when they
+            have >= 2 points).
+        table5_fraction: the reduced training fraction of Table 5; default the config's
+            ``table5_fraction``, else 0.03.
 
     Returns:
         ``summarize``'s dict (as written to results.json) plus ``"markdown"``: the report's text.
@@ -231,7 +414,12 @@ def make_report(
             config = json.loads(config_path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{config_path}: not valid JSON ({e})") from e
-    results = summarize(records, config)
+    if table5_fraction is None:
+        value = config.get("table5_fraction", TABLE5_FRACTION)
+        if not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"{config_path}: `table5_fraction` must be a fraction in (0, 1), got {value!r}")
+        table5_fraction = float(value)
+    results = summarize(records, config, decode_dir=decode_dir, table5_fraction=table5_fraction)
     write_json(exp_dir / "results.json", results)
     markdown = render_markdown(results, title=f"{exp_dir.name}: results")
     output = Path(output) if output is not None else exp_dir / "RESULTS.md"
@@ -239,4 +427,5 @@ def make_report(
     logging.info(f"{len(records)} decode records from {decode_dir}: wrote {exp_dir / 'results.json'}, {output}")
     if plot:
         plot_temperature_sweep(results, exp_dir / "temperature_sweep.png")
+        plot_data_size_curve(results, exp_dir / "data_size_curve.png")
     return {**results, "markdown": markdown}

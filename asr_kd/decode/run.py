@@ -23,7 +23,7 @@ prepare stage writes it). Cuts with ``frame_labels`` also give frame accuracy (a
 label, over the frames both have); cuts whose features (or labels) cannot be read are skipped and listed.
 
 Files in ``output_dir`` for a decoding ``name``:
-    recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt   (asr_kd.decode.scoring)
+    recogs-<name>.txt, errs-<name>.txt, wer-summary-<name>.txt, utt-errors-<name>.tsv   (asr_kd.decode.scoring)
     skipped-<name>.txt      ``<cut id>\\t<reason>`` per skipped cut (empty when none)
     no-final-<name>.txt     the cut ids whose search ended without a final state, even after the retries
     result-<name>.json      the decode record (asr_kd.decode.record), written last: its presence means finished
@@ -131,12 +131,16 @@ def _member_info(paths: Sequence[Path | str]) -> tuple[dict[str, Any], list]:
     files = [describe_model_file(p) for p in paths]
     configs = [f.model_config for f in files]
     info: dict[str, Any] = {"models": [str(p) for p in paths], "checkpoint_sha256": [f.sha256 for f in files],
-                            "temperature": None, "alpha": None, "train_fraction": None}  # fmt: skip
+                            "temperature": None, "alpha": None, "train_fraction": None, "seed": None,
+                            "transfer": False}  # fmt: skip
     if len(files) == 1:
         train_config = files[0].train_config
         data = train_config.get("data") if isinstance(train_config.get("data"), dict) else {}
+        seed = train_config.get("seed")
         info.update(temperature=train_config.get("temperature"), alpha=train_config.get("alpha"),
                     train_fraction=train_config.get("train_fraction", data.get("train_fraction")),
+                    seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                    transfer=bool(train_config.get("transfer_cuts") or data.get("transfer_cuts")),
                     arch=configs[0].arch, size=configs[0].size)  # fmt: skip
     else:
         info.update(arch=[c.arch for c in configs], size=[c.size for c in configs])

@@ -10,6 +10,9 @@ Files written (atomically) in ``exp_dir`` for a decoding ``name`` (icefall's lay
     errs-<name>.txt         ``%WER`` line, per-utterance alignment (``ref->hyp`` for substitutions,
                             ``(word->*)`` deletions, ``(*->word)`` insertions) and the totals
     wer-summary-<name>.txt  ``settings\tWER`` and ``<name>\t<wer %>``
+    utt-errors-<name>.tsv   per utterance id (sorted), tab-separated with a header line:
+                            ``utt_id  ref_words  errors  sub  ins  del``; the paired WER tests of the
+                            report (:mod:`asr_kd.decode.significance`) read it (``read_utt_errors``)
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class WerStats:
     num_utts: int = 0
     #: per utterance id: list of (ref word or None, hyp word or None) pairs of the alignment
     alignments: dict[str, list[tuple[str | None, str | None]]] = field(default_factory=dict, repr=False)
+    #: per utterance id: {"ref_words", "sub", "ins", "del"}
+    per_utt: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
 
     @property
     def errors(self) -> int:
@@ -47,7 +52,7 @@ class WerStats:
 
     def summary(self) -> dict:
         """The totals as a plain dict (``wer`` as a fraction, ``del`` for deletions)."""
-        d = {k: v for k, v in asdict(self).items() if k != "alignments"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("alignments", "per_utt")}
         d["del"] = d.pop("dels")
         d.update(errors=self.errors, wer=self.wer)
         return d
@@ -84,6 +89,8 @@ def compute_wer(results: Mapping[str, tuple[str, str]]) -> WerStats:
         ref, hyp = (text.split() for text in results[utt_id])
         pairs, counts = _align_one(ref, hyp)
         stats.alignments[utt_id] = pairs
+        stats.per_utt[utt_id] = {"ref_words": len(ref), "sub": counts["sub"], "ins": counts["ins"],
+                                 "del": counts["dels"]}  # fmt: skip
         stats.hits += counts["hits"]
         stats.sub += counts["sub"]
         stats.ins += counts["ins"]
@@ -122,4 +129,44 @@ def write_results(exp_dir: Path | str, name: str, results: Mapping[str, tuple[st
     write_text(exp_dir / f"recogs-{name}.txt", recogs)
     write_text(exp_dir / f"errs-{name}.txt", errs)
     write_text(exp_dir / f"wer-summary-{name}.txt", f"settings\tWER\n{name}\t{100 * stats.wer:.2f}\n")
+    write_text(exp_dir / f"utt-errors-{name}.tsv", utt_errors_text(stats))
     return stats
+
+
+UTT_ERRORS_HEADER = ("utt_id", "ref_words", "errors", "sub", "ins", "del")
+
+
+def utt_errors_text(stats: WerStats) -> str:
+    """The ``utt-errors-<name>.tsv`` text of ``stats`` (module docstring)."""
+    lines = ["\t".join(UTT_ERRORS_HEADER)]
+    for u in sorted(stats.per_utt):
+        c = stats.per_utt[u]
+        lines.append(f"{u}\t{c['ref_words']}\t{c['sub'] + c['ins'] + c['del']}\t{c['sub']}\t{c['ins']}\t{c['del']}")
+    return "\n".join(lines) + "\n"
+
+
+def read_utt_errors(path: Path | str) -> dict[str, tuple[int, int]]:
+    """``utt id -> (reference words, errors)`` of an ``utt-errors-<name>.tsv`` file.
+
+    Raises ValueError naming the file and line when a line is not ``utt_id`` and five integers.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != UTT_ERRORS_HEADER:
+        header = "\t".join(UTT_ERRORS_HEADER)
+        raise ValueError(f"{path}: expected the header line {header!r}")
+    out = {}
+    for i, line in enumerate(lines[1:], start=2):
+        parts = line.split("\t")
+        try:
+            if len(parts) != len(UTT_ERRORS_HEADER):
+                raise ValueError
+            ref_words, errors, sub, ins, dels = (int(x) for x in parts[1:])
+        except ValueError:
+            raise ValueError(
+                f"{path}:{i}: expected an utterance id and 5 integers separated by tabs, got {line!r}"
+            ) from None
+        if min(ref_words, errors, sub, ins, dels) < 0 or errors != sub + ins + dels:
+            raise ValueError(f"{path}:{i}: counts must be >= 0 with errors = sub + ins + del, got {line!r}")
+        out[parts[0]] = (ref_words, errors)
+    return out

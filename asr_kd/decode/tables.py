@@ -1,6 +1,9 @@
-"""The report's markdown: Table 1, Table 5, the temperature sweep, other models, decoding speed.
+"""The report's markdown: Table 1, the seed-paired comparisons, the paired WER tests, the data-size
+curve, Table 5, the temperature sweep, other models, decoding speed.
 
-``render_markdown(results)`` renders what :func:`asr_kd.decode.report.summarize` returns.
+``render_markdown(results)`` renders what :func:`asr_kd.decode.report.summarize` returns. Figures of a
+configuration are ``mean ± sd`` over its seeds (``n`` seeds); a difference is shown with its 95%
+t-interval over seeds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,29 @@ def _share(x: float | None) -> str:
 
 def _count(x: float | None) -> str:
     return "n/a" if x is None else (f"{x:d}" if isinstance(x, int) else f"{x:.1f}")
+
+
+def _ms(summary: dict | None, digits: int = 2) -> str:
+    """``mean ± sd`` in % of a seed summary (``mean`` alone with one seed)."""
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    if summary.get("sd") is None:
+        return _pct(summary["mean"], digits)
+    return f"{_pct(summary['mean'], digits)} ± {_pct(summary['sd'], digits)}"
+
+
+def _ci(summary: dict | None, signed: bool = True, digits: int = 2) -> str:
+    """``[low, high]`` in % (points or shares) of a summary's 95% interval."""
+    if not summary or not summary.get("ci95"):
+        return "n/a"
+    fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    return "[" + ", ".join(fmt.format(100 * x) for x in summary["ci95"]) + "]"
+
+
+def _signed(summary: dict | None, digits: int = 2) -> str:
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    return f"{100 * summary['mean']:+.{digits}f}"
 
 
 def _wer_cell(r: dict) -> str:
@@ -51,73 +77,70 @@ def _arch(r: dict) -> str:
     return " / ".join(str(x) for x in (arch, size) if x) or "n/a"
 
 
-def _label(r: dict) -> str:
-    role, t = r["role"], r.get("temperature")
-    if role == "teacher":
-        return r["name"]
-    if role == "mean_teacher":
-        return f"mean of {len(r['members'])} teachers"
-    if role == "ensemble":
-        return f"ensemble of {len(r['models'])} teachers" if r.get("models") else f"ensemble ({r['name']})"
-    if role == "student_hard":
-        return f"student, hard labels ({r['name']})"
-    if role == "student_kd":
-        return f"student, distilled{f' T={t:g}' if t is not None else ''} ({r['name']})"
-    return f"{r['name']} ({role})" if role else r["name"]
+def _config_label(c: dict) -> str:
+    t = c.get("temperature")
+    if c["role"] == "student_hard":
+        return f"student, hard labels ({c['name']})"
+    if c["role"] in ("student_kd", "student_kd_sweep"):
+        what = "distilled + transfer set" if c.get("transfer") else "distilled"
+        return f"student, {what}{f' T={t:g}' if t is not None else ''} ({c['name']})"
+    return f"{c['name']} ({c['role']})" if c["role"] else c["name"]
 
 
-def _model_table(rows: list[dict], teacher_params: float | None, gain: dict | None = None) -> list[str]:
-    lines = [
-        "| model | arch / size | params | size vs teacher | frame acc % | WER % (S/I/D) | gain recovered |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        cell = ""
-        if gain is not None and r["role"] == "student_kd":
-            cell = f"{_share(gain['frame_acc'])} (frame acc), {_share(gain['wer'])} (WER)"
-        arch = "n/a" if r["role"] == "mean_teacher" else _arch(r)
-        lines.append(
-            f"| {_label(r)} | {arch} | {_params(r['params'])} | {_size_ratio(teacher_params, r['params'])} "
-            f"| {_pct(r['frame_acc'])} | {_wer_cell(r)} | {cell} |"
-        )
-    return lines
+def _record_row(r: dict, smallest: float | None, label: str) -> str:
+    arch = "n/a" if r["role"] == "mean_teacher" else _arch(r)
+    return (f"| {label} | {arch} | {_params(r['params'])} | {_size_ratio(smallest, r['params'])} | 1 "
+            f"| {_pct(r['frame_acc'])} | {_wer_cell(r)} |")
+
+
+def _config_row(c: dict, smallest: float | None) -> str:
+    return (f"| {_config_label(c)} | {_arch(c)} | {_params(c['params'])} | {_size_ratio(smallest, c['params'])} "
+            f"| {c['frame_acc']['n'] or c['wer']['n']} | {_ms(c['frame_acc'])} | {_ms(c['wer'])} |")
+
+
+_TABLE_HEAD = [
+    "| model | arch / size | params | size vs smallest teacher | seeds | frame acc % | WER % (S/I/D) |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def _full_data(configs: list[dict], role: str, transfer: bool = False) -> dict | None:
+    return next((c for c in configs if c["role"] == role and c["train_fraction"] == 1.0 and c["transfer"] == transfer),
+                None)  # fmt: skip
 
 
 def render_markdown(results: dict, title: str = "results") -> str:
-    """The report's markdown: Table 1, Table 5, the temperature sweep, other models, decoding speed."""
-    models = results["models"]
-    by_role: dict[str, list[dict]] = {}
-    for r in models:
-        by_role.setdefault(r["role"], []).append(r)
-    mean = (by_role.get("mean_teacher") or [None])[0]
-    teacher_params = mean["params"] if mean else None
+    """The report's markdown (module docstring)."""
+    models, configs = results["models"], results["configurations"]
+    teachers = [r for r in models if r["role"] == "teacher"]
+    smallest = min((t["params"] for t in teachers), default=None)
     out = [
         f"# {title}", "",
         f"Test set `{results['test_set']}`: {results['num_frames']} frames, {results['num_words']} words. "
-        "Frame accuracy and WER in %; S/I/D: substitutions / insertions / deletions.", "",
+        "Frame accuracy and WER in %; S/I/D: substitutions / insertions / deletions; students: mean ± sd "
+        "over their seeds.", "",
         "## Table 1: ensemble and distilled student", "",
     ]  # fmt: skip
-    table1 = [r for role in ("teacher", "mean_teacher", "ensemble", "student_hard", "student_kd")
-              for r in by_role.get(role, [])]  # fmt: skip
-    if table1:
-        out += _model_table(table1, teacher_params, results["gain_recovered"])
-    else:
-        out.append("No teacher, ensemble or student records.")
-    gain, ens_gain = results["gain_recovered"], results["ensemble_gain"]
-    out += [
-        "",
-        f"Ensemble over the mean teacher: {_signed_points(ens_gain['frame_acc'])} frame accuracy, "
-        f"{_signed_points(ens_gain['wer'])} WER. Gain recovered by distillation "
-        "(kd - hard) / (ensemble - hard): "
-        f"{_share(gain['frame_acc'])} of the frame-accuracy gain, {_share(gain['wer'])} of the WER gain.",
-        "Paper (Hinton et al. 2015, Table 1): 58.9% / 61.1% / 60.8% frame accuracy and 10.9% / 10.7% / 10.7% "
-        "WER for baseline / 10x ensemble / distilled: 86% of the frame-accuracy gain recovered.",
-    ]
+    rows = [_record_row(r, smallest, r["name"]) for r in teachers]
+    mean = next((r for r in models if r["role"] == "mean_teacher"), None)
+    if mean is not None:
+        rows.append(_record_row(mean, smallest, f"mean of {len(mean['members'])} teachers"))
+    rows += [_record_row(r, smallest, f"ensemble of {len(r['models'])} teachers") for r in models
+             if r["role"] == "ensemble"][:1]  # fmt: skip
+    rows += [_config_row(c, smallest) for c in (_full_data(configs, "student_hard"), _full_data(configs, "student_kd"),
+                                                _full_data(configs, "student_kd", transfer=True)) if c]  # fmt: skip
+    out += (_TABLE_HEAD + rows) if rows else ["No teacher, ensemble or student records."]
+    out.append("")
+    out.append("Paper (Hinton et al. 2015, Table 1): 58.9% / 61.1% / 60.8% frame accuracy and 10.9% / 10.7% / "
+               "10.7% WER for baseline / 10x ensemble / distilled: 86% of the frame-accuracy gain recovered.")
+    out += _comparison_lines(results["comparisons"])
+    out += _wer_test_lines(results["wer_tests"])
+    out += _curve_lines(results["data_size_curve"])
     out += _table5_lines(results["table5"])
-    out += _sweep_lines(results["temperature_sweep"], (by_role.get("student_hard") or [None])[0])
+    out += _sweep_lines(results["temperature_sweep"], _full_data(configs, "student_hard"))
     others = [r for r in models if r["role"] not in KNOWN_ROLES]
     if others:
-        out += ["", "## Other models", ""] + _model_table(others, teacher_params)
+        out += ["", "## Other models", ""] + _TABLE_HEAD + [_record_row(r, smallest, _other_label(r)) for r in others]
     scales = [f"{r['name']} {r['decode_config']['tuning']['best']:g}" for r in models
               if isinstance(r.get("decode_config"), dict) and isinstance(r["decode_config"].get("tuning"), dict)]
     if scales:
@@ -129,42 +152,107 @@ def render_markdown(results: dict, title: str = "results") -> str:
     return "\n".join(out) + "\n"
 
 
-def _signed_points(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.2f} points"
+def _other_label(r: dict) -> str:
+    return f"{r['name']} ({r['role']})" if r["role"] else r["name"]
+
+
+def _comparison_lines(comparisons: dict) -> list[str]:
+    out = ["", "## Differences that matter (95% confidence intervals)", "",
+           "Seed-paired: each difference is taken between the two students of the same seed, then the mean "
+           "and its t-interval over seeds; the ensemble against each teacher, over the teachers. Points of "
+           "frame accuracy / WER, or shares in %.", "",
+           "| comparison | frame acc | 95% CI | WER | 95% CI | n |", "|---|---|---|---|---|---|"]  # fmt: skip
+    shares = ("gain_recovered", "wer_relative_reduction", "gap_closed")
+    for key, c in comparisons.items():
+        fa, w = c["frame_acc"], c["wer"]
+        n = max(fa["n"], w["n"])
+        if n == 0:
+            continue
+        unit = "%" if key in shares else ""
+        cell = lambda s: "n/a" if s["mean"] is None else f"{_signed(s, 1 if unit else 2)}{unit}"  # noqa: E731
+        out.append(f"| {c['label']} ({c['a']} vs {c['b']}) | {cell(fa)} | {_ci(fa, digits=1 if unit else 2)} "
+                   f"| {cell(w)} | {_ci(w, digits=1 if unit else 2)} | {n} |")  # fmt: skip
+    if len(out) == 7:
+        out.append("| (no pair of configurations to compare) | | | | | |")
+    return out
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.2g}" if x >= 1e-4 else "< 1e-4"
+
+
+def _wer_test_lines(tests: dict) -> list[str]:
+    present = {k: t for k, t in tests.items() if t}
+    if not present:
+        return []
+    out = ["", "## Paired WER tests over the test utterances", "",
+           "a vs b on the same utterances; pooled: each utterance's errors summed over the seeds both have. "
+           "ΔWER = WER(a) − WER(b) in points; bootstrap: 95% interval and two-sided p of 10,000 resamples of "
+           "the utterances; sign: exact sign test over the utterances whose error counts differ; matched "
+           "pairs: MAPSSWE with utterances as segments.", "",
+           "| a vs b | seeds | WER a % | WER b % | ΔWER | bootstrap 95% CI | p (bootstrap) | p (sign) "
+           "| p (matched pairs) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in present.values():
+        for label, r in [("pooled", t["pooled"])] + [(f"seed {x['seeds'][0]}", x) for x in t["per_seed"]]:
+            b = r["bootstrap"]
+            out.append(f"| {t['a']} vs {t['b']} | {label} ({len(r['seeds'])}) | {_pct(r['wer_a'])} | {_pct(r['wer_b'])} "
+                       f"| {100 * b['delta']:+.2f} | [{100 * b['ci95'][0]:+.2f}, {100 * b['ci95'][1]:+.2f}] "
+                       f"| {_p(b['p_value'])} | {_p(r['sign']['p_value'])} | {_p(r['matched_pairs']['p_value'])} |")  # fmt: skip
+    return out
+
+
+def _curve_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "## Data-size curve: students on a fraction of the labeled training data", "",
+           "Same ensemble (trained on all the data) for every fraction; gain recovered (kd − hard) / "
+           "(ensemble − hard) per seed, mean [95% CI].", "",
+           "| % of data | seeds | hard frame acc | distilled frame acc | gain recovered (frame acc) | hard WER "
+           "| distilled WER | gain recovered (WER) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        hard, kd, gain = row["hard"] or {}, row["kd"] or {}, row["gain_recovered"]
+        seeds = max(len(hard.get("seeds", [])), len(kd.get("seeds", [])))
+        out.append(f"| {100 * row['train_fraction']:g} | {seeds} | {_ms(hard.get('frame_acc'))} "
+                   f"| {_ms(kd.get('frame_acc'))} | {_gain_cell(gain['frame_acc'])} | {_ms(hard.get('wer'))} "
+                   f"| {_ms(kd.get('wer'))} | {_gain_cell(gain['wer'])} |")  # fmt: skip
+    return out
+
+
+def _gain_cell(s: dict) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    return f"{_share(s['mean'])} {_ci(s, signed=False, digits=1)}" if s.get("ci95") else _share(s["mean"])
 
 
 def _table5_lines(table5: dict) -> list[str]:
     if not table5["rows"]:
         return []
-    out = ["", "## Table 5: soft targets on a fraction of the training data", "",
-           "| model | training targets | % of training data | frame acc % | WER % |",
-           "|---|---|---|---|---|"]  # fmt: skip
-    note = False
+    pct = f"{100 * table5['fraction']:g}"
+    out = ["", f"## Table 5: soft targets on {pct}% of the training data", "",
+           "| model | training targets | % of training data | seeds | frame acc % | WER % |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
     for row in table5["rows"]:
-        fraction = row["train_fraction"]
-        note |= fraction is None
-        share = "100 *" if fraction is None else f"{100 * fraction:g}"
-        out.append(f"| {row['name']} | {row['targets']} | {share} | {_pct(row['frame_acc'])} | {_pct(row['wer'])} |")
+        out.append(f"| {row['name']} | {row['targets']} | {100 * row['train_fraction']:g} | {len(row['seeds'])} "
+                   f"| {_ms(row['frame_acc'])} | {_ms(row['wer'])} |")  # fmt: skip
     gap = table5["gap_recovered"]
-    out.append("")
-    if note:
-        out.append("\\* no `train_fraction` in the training config: the whole training set.")
-    out.append(
-        f"Soft targets on the reduced set close {_share(gap['frame_acc'])} of the frame-accuracy gap (and "
-        f"{_share(gap['wer'])} of the WER gap) between hard labels on the reduced set and on the full set. "
-        "Paper (3% of the data): hard 44.5%, soft 57.0%, full data 58.9% frame accuracy (87% closed)."
-    )
+    out += ["", f"Soft targets on {pct}% of the data close {_gain_cell(gap['frame_acc'])} of the frame-accuracy gap "
+            f"(and {_gain_cell(gap['wer'])} of the WER gap) between hard labels on {pct}% and on all the data. "
+            "Paper (3% of the data): hard 44.5%, soft 57.0%, full data 58.9% frame accuracy (87% closed)."]  # fmt: skip
     return out
 
 
 def _sweep_lines(sweep: list[dict], hard: dict | None) -> list[str]:
     if not sweep:
         return []
-    out = ["", "## Temperature sweep (distilled students)", "", "| T | model | alpha | frame acc % | WER % |",
-           "|---|---|---|---|---|"]  # fmt: skip
+    out = ["", "## Temperature sweep (distilled students, all the data)", "",
+           "| T | model | alpha | seeds | frame acc % | WER % |", "|---|---|---|---|---|---|"]  # fmt: skip
     for p in sweep:
         alpha = "n/a" if p["alpha"] is None else f"{p['alpha']:g}"
-        out.append(f"| {p['temperature']:g} | {p['name']} | {alpha} | {_pct(p['frame_acc'])} | {_pct(p['wer'])} |")
+        out.append(f"| {p['temperature']:g} | {p['name']} | {alpha} | {len(p['seeds'])} | {_ms(p['frame_acc'])} "
+                   f"| {_ms(p['wer'])} |")  # fmt: skip
     if hard is not None:
-        out.append(f"| hard labels | {hard['name']} | 0 | {_pct(hard['frame_acc'])} | {_pct(hard['wer'])} |")
+        out.append(f"| hard labels | {hard['name']} | 0 | {len(hard['seeds'])} | {_ms(hard['frame_acc'])} "
+                   f"| {_ms(hard['wer'])} |")  # fmt: skip
     return out

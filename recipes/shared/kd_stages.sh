@@ -141,8 +141,8 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   decode ensemble ensemble $(teacher_ckpts)
   decode student-hard student_hard "$exp/student-hard/best-valid-acc.pt"
   decode student-kd student_kd "$exp/student-kd/best-valid-acc.pt"
-  decode student-hard-small student_hard_3pct "$exp/student-hard-small/best-valid-acc.pt"
-  decode student-kd-small student_kd_3pct "$exp/student-kd-small/best-valid-acc.pt"
+  decode student-hard-small student_hard "$exp/student-hard-small/best-valid-acc.pt"
+  decode student-kd-small student_kd "$exp/student-kd-small/best-valid-acc.pt"
   for t in $sweep_temperatures; do
     decode "student-kd-T$t" student_kd_sweep "$exp/student-kd-T$t/best-valid-acc.pt"
   done
@@ -150,6 +150,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   settings=()
   for name in "${options[@]}"; do settings+=("$name=${!name}"); done
   for kv in $recipe_settings; do settings+=("recipe.$kv"); done
+  settings+=("table5_fraction=$small_fraction")  # the report's Table 5 rows
   asr-kd write-config "$exp/recipe_config.json" "${settings[@]}"
   asr-kd report "$exp"
 fi

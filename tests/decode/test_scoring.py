@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_kd.decode.scoring import compute_wer, write_results
+from asr_kd.decode.scoring import compute_wer, read_utt_errors, write_results
 
 RESULTS = {
     "u1": ("the cat sat", "the cat sat"),            # 3 hits
@@ -46,4 +46,21 @@ def test_files(tmp_path: Path) -> None:
     summary = (tmp_path / "wer-summary-hybrid-beam13.txt").read_text()
     assert summary == "settings\tWER\nhybrid-beam13\t58.33\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "errs-hybrid-beam13.txt", "recogs-hybrid-beam13.txt", "wer-summary-hybrid-beam13.txt"]
+        "errs-hybrid-beam13.txt", "recogs-hybrid-beam13.txt", "utt-errors-hybrid-beam13.tsv",
+        "wer-summary-hybrid-beam13.txt"]
+    lines = (tmp_path / "utt-errors-hybrid-beam13.tsv").read_text().splitlines()
+    assert lines[0] == "utt_id\tref_words\terrors\tsub\tins\tdel"
+    assert lines[2] == "u2\t3\t2\t1\t1\t0" and lines[5] == "u5\t0\t1\t0\t1\t0"
+    per_utt = read_utt_errors(tmp_path / "utt-errors-hybrid-beam13.tsv")
+    assert per_utt == {"u1": (3, 0), "u2": (3, 2), "u3": (4, 2), "u4": (2, 2), "u5": (0, 1)}
+    assert sum(e for _, e in per_utt.values()) == stats.errors
+
+
+def test_malformed_utt_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "utt-errors-x.tsv"
+    path.write_text("utt_id\tref_words\terrors\tsub\tins\tdel\nu1\t3\t2\t1\t0\t0\n")
+    with pytest.raises(ValueError, match=r"utt-errors-x\.tsv:2: counts must be >= 0 with errors = sub"):
+        read_utt_errors(path)
+    path.write_text("u1 3 2\n")
+    with pytest.raises(ValueError, match="expected the header line"):
+        read_utt_errors(path)
