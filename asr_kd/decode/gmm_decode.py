@@ -176,7 +176,8 @@ def decode_gmm(
                      "tree": None, "transitions": None}  # fmt: skip
     expected = {"name": name, "role": role, "test_set": str(cuts_path), "decode_config": decode_config,
                 "models": [str(gmm)], "checkpoint_sha256": [file_sha256(gmm)], "temperature": None, "alpha": None,
-                "train_fraction": None, "arch": "gmm", "size": "mono" if width == 1 else f"N={width}"}  # fmt: skip
+                "train_fraction": None, "seed": None, "transfer": False, "arch": "gmm",
+                "size": "mono" if width == 1 else f"N={width}"}  # fmt: skip
     old = None if force else _reusable(output_dir / f"result-{name}.json", expected)
     if old is not None:
         logging.info(f"{output_dir / f'result-{name}.json'} already done: {summary_line(old)}")
