@@ -257,8 +257,8 @@ def test_hard_killed_process_then_resume(tmp_path):
     CutSet.from_cuts(CUTS).to_file(tmp_path / "cuts.jsonl.gz")
     cmd = [sys.executable, "-c", KILLED_WRITER, str(tmp_path / "cuts.jsonl.gz"), str(cache_dir)]
     assert subprocess.run(cmd, timeout=120).returncode == 1
-    leftovers = [p.name for p in (cache_dir / "shards").iterdir()]
-    assert leftovers and all(n.startswith(".tmp.") for n in leftovers)  # only a partial temporary file
+    shards = cache_dir / "shards"
+    assert not (shards.exists() and list(shards.iterdir()))  # the shard was built in memory: nothing on disk
     build(cache_dir)
     reference = new_cache(tmp_path, name="reference")
     build(reference)
@@ -351,3 +351,85 @@ def test_writer_rejects_bad_posteriors(tmp_path):
             writer.write(cut, posteriors_for(cut)[:-1])
         with pytest.raises(ValueError, match="num_pdfs=87"):
             writer.write(cut, torch.softmax(torch.randn(cut.num_frames, 90), -1))
+
+
+ENOSPC_TEXT = "No space left on device"
+
+
+def test_disk_full_while_caching_fails_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch):
+    """OSError(28) when shard 1's bytes are written: OutputIOError, nothing of shard 1 left, shard 0 kept;
+    the rerun recomputes only shards 1 and 2 and equals an uninterrupted build (issue 10, item 8)."""
+    from asr_kd.guard import OutputIOError
+    from asr_kd.kd.cache import InMemoryHdf5Writer
+
+    reference = new_cache(tmp_path, name="reference")
+    build(reference, num_shards=3)
+    cache_dir = new_cache(tmp_path)
+    real_save, saves = InMemoryHdf5Writer.save, []
+
+    def full_disk(self, path):
+        saves.append(path)
+        if len(saves) == 2:
+            with open(path, "wb") as f:  # what a full disk leaves: a few bytes, then ENOSPC
+                f.write(b"\x89HDF")
+            raise OSError(28, ENOSPC_TEXT)
+        return real_save(self, path)
+
+    monkeypatch.setattr(InMemoryHdf5Writer, "save", full_disk)
+    with pytest.raises(OutputIOError, match=rf"cannot write .*soft_targets_train.00001-of-00003.h5: {ENOSPC_TEXT}"):
+        write_soft_target_shards(CUTS, by_id, cache_dir, "train", num_shards=3, batch_size=3)
+    names = [shard_name("train", i, 3) for i in range(3)]
+    assert is_shard_complete(cache_dir, names[0]) and not is_shard_complete(cache_dir, names[1])
+    assert sorted(p.name for p in (cache_dir / "shards").iterdir()) == sorted(p.name for p in shard_paths(cache_dir, names[0]))
+    monkeypatch.setattr(InMemoryHdf5Writer, "save", real_save)
+    assert write_soft_target_shards(CUTS, by_id, cache_dir, "train", num_shards=3, batch_size=3) == names[1:]
+    merge_soft_target_shards(cache_dir, "train", 3)
+    assert_same_content(stored_content(cache_dir), stored_content(reference))
+
+
+FSIZE_LIMITED_BUILD = """
+import resource, signal, sys
+from lhotse import CutSet
+from asr_kd.kd.cache import write_soft_target_shards
+from asr_kd.kd.cache.writer import SoftTargetWriter
+import torch
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+def fn(cuts):
+    return [torch.softmax(torch.arange(c.num_frames * 87, dtype=torch.float32).reshape(c.num_frames, 87).sin(), -1)
+            for c in cuts]
+write_soft_target_shards(CutSet.from_file(sys.argv[1]), fn, sys.argv[2], "train", num_shards=1, batch_size=3)
+"""
+
+
+@pytest.mark.slow
+def test_file_size_limit_while_caching_is_a_clean_error_not_a_crash(tmp_path):
+    """A real write failure (RLIMIT_FSIZE, EFBIG) in a child process: a clean error and exit status 1,
+    not h5py's segfault (rc 139); nothing of the shard is left; a rerun without the limit completes."""
+    cache_dir = new_cache(tmp_path, storage="dense", k=None)
+    CutSet.from_cuts(CUTS).to_file(tmp_path / "cuts.jsonl.gz")
+    cmd = [sys.executable, "-c", FSIZE_LIMITED_BUILD, str(tmp_path / "cuts.jsonl.gz"), str(cache_dir), "8192"]
+    proc = subprocess.run(cmd, timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "OutputIOError" in proc.stderr and "File too large" in proc.stderr
+    shards = cache_dir / "shards"
+    assert not (shards.exists() and list(shards.iterdir()))
+    cmd[-1] = str(1 << 30)
+    assert subprocess.run(cmd, timeout=120).returncode == 0
+    assert is_shard_complete(cache_dir, shard_name("train", 0, 1))
+
+
+def test_a_second_writer_of_a_cache_is_refused(tmp_path, lock_holder):
+    """Two cache runs on one dir: the second is refused by the lock, naming the holder, instead of failing
+    on the first run's temporary shard (issue 10, item 9)."""
+    from asr_kd.guard import StageError
+
+    cache_dir = new_cache(tmp_path)
+    holder = lock_holder(cache_dir, "cache-shard-train.00000-of-00001")
+    with pytest.raises(StageError, match=rf"another `asr-kd cache-shard-train.00000-of-00001` run \(pid {holder.pid}"):
+        build(cache_dir)
+    holder.kill()
+    holder.wait()
+    build(cache_dir)  # the lock died with its holder
+    assert is_shard_complete(cache_dir, "train.00000-of-00001")

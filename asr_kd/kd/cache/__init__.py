@@ -31,13 +31,22 @@ Layout of ``cache_dir``::
 
     metadata.json                                    teachers + sha256, T, mode, weights, k, ... (cache_metadata)
     cuts_soft_<split>.jsonl.gz                       merged cut manifest, sorted by cut id (written last)
-    shards/soft_targets_<split>.<i>-of-<n>.h5        one HDF5 file per shard (NumpyHdf5Writer)
+    shards/soft_targets_<split>.<i>-of-<n>.h5        one HDF5 file per shard (lhotse's numpy_hdf5 storage)
     shards/cuts_soft_<split>.<i>-of-<n>.jsonl.gz     its cuts; written only once the .h5 is complete
 
 Shard i of n holds a contiguous slice of the split's sorted cut ids (``shard_slice``); rank r writes shards
-r, r + w, r + 2w, ... (``shards_of_rank``). A shard is written to ``shards/.tmp.<pid>.<name>.h5``, renamed
-when all its cuts are in, and only then gets its manifest: the manifest marks a complete shard. A resumed
-run skips complete shards and deletes partial ones (temporary files, or an .h5 without its manifest).
+r, r + w, r + 2w, ... (``shards_of_rank``). A shard is built in memory (an HDF5 image: one shard must fit
+in RAM, so choose ``num_shards`` accordingly), written to ``shards/.tmp.<pid>.<name>.h5`` in one go,
+renamed, and only then gets its manifest: the manifest marks a complete shard. A resumed run skips
+complete shards and deletes partial ones (temporary files, or an .h5 without its manifest). A cut left
+out (non-finite features) is listed in ``shards/skipped_<name>.json`` and, after the merge, in
+``metadata.json`` (``num_skipped``, ``skipped_cut_ids``).
+
+Locks and I/O errors: ``build_cache`` holds ``<cache_dir>/.lock-cache-<split>-rank<r>`` (a second run of
+the same rank is refused with a ``StageError`` naming the holder) and every shard writer
+``.lock-cache-shard-<name>`` (two runs never write one shard). A disk that fills, a file-size limit or an
+I/O error while writing a shard raises ``OutputIOError``: nothing of that shard is left, complete shards
+stay, and a rerun resumes from them.
 
 Custom fields on each cut (lookup by cut id through the manifest, never by batch position):
 
@@ -87,6 +96,7 @@ from asr_kd.kd.cache.reader import (
 )
 from asr_kd.kd.cache.topk import densify_topk, topk_posteriors
 from asr_kd.kd.cache.writer import (
+    InMemoryHdf5Writer,
     SoftTargetWriter,
     merge_soft_target_shards,
     remove_partial_shard,
@@ -94,7 +104,7 @@ from asr_kd.kd.cache.writer import (
 )
 
 __all__ = [
-    "FIELD_DENSE", "FIELD_IDS", "FIELD_NUM_PDFS", "FIELD_PROBS", "CacheMismatchError", "SoftTargetBatch",
+    "FIELD_DENSE", "FIELD_IDS", "FIELD_NUM_PDFS", "FIELD_PROBS", "CacheMismatchError", "InMemoryHdf5Writer", "SoftTargetBatch",
     "SoftTargetIndex", "SoftTargetWriter", "build_cache", "bytes_per_frame", "cache_metadata", "check_cache_covers",
     "check_metadata", "collate_soft_targets",
     "config_sha256", "cut_ids_sha256", "densify_topk", "ensemble_posteriors_fn", "has_soft_targets", "id_dtype_for", "is_shard_complete",

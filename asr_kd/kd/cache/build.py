@@ -21,7 +21,7 @@ import torch
 from lhotse import CutSet
 
 from asr_kd.batch import collate_frames, model_logits
-from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE
+from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE, stage_lock
 from asr_kd.kd.cache.metadata import cache_metadata, prepare_cache_dir
 from asr_kd.kd.cache.writer import merge_soft_target_shards, write_soft_target_shards
 from asr_kd.kd.ensemble import ensemble_posteriors
@@ -68,7 +68,16 @@ def build_cache(
     (rank 0 once every shard is complete) merges them into ``cuts_soft_<split>.jsonl.gz``. A cut with
     non-finite features is left out, named in the log and in ``metadata.json`` (``skipped_cut_ids``); the
     merge fails (``TooManySkippedError``) when more than ``max_skipped_share`` of the cuts were left out.
+    Holds ``stage_lock(cache_dir, "cache-<split>-rank<rank>")``: a concurrent run of the same rank on the
+    same cache is refused (``StageError``); a full disk raises ``OutputIOError`` and a rerun resumes.
     """
+    with stage_lock(cache_dir, f"cache-{split}-rank{rank}"):  # a second run of this rank is refused
+        return _build_cache(teachers, cuts_path, cache_dir, split, temperature, combination, weights, storage, k,
+                            num_shards, rank, world_size, batch_size, device, max_skipped_share)  # fmt: skip
+
+
+def _build_cache(teachers, cuts_path, cache_dir, split, temperature, combination, weights, storage, k, num_shards,
+                 rank, world_size, batch_size, device, max_skipped_share) -> Path | None:  # fmt: skip
     dev = resolve_device(device)
     cuts = CutSet.from_file(cuts_path)
     models = load_models(teachers, dev)

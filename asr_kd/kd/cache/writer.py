@@ -5,6 +5,7 @@ See the package docstring (:mod:`asr_kd.kd.cache`) for the layout and the fields
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -31,7 +32,7 @@ from asr_kd.kd.cache.layout import (
     shards_of_rank,
     skipped_path,
 )
-from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE, check_skipped_share
+from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE, check_skipped_share, raise_if_output_error, stage_lock
 from asr_kd.kd.cache.metadata import CacheMismatchError, cut_ids_sha256, id_dtype_for, read_metadata, record_split
 from asr_kd.kd.cache.topk import topk_posteriors
 from asr_kd.utils import atomic_output, tmp_path_for, write_json
@@ -42,12 +43,42 @@ SUM_TOLERANCE = 1e-3  # |row sum - 1| accepted from posteriors_fn (catches logit
 PosteriorsFn = Callable[[list], Sequence["np.ndarray | torch.Tensor"]]
 
 
+class InMemoryHdf5Writer(NumpyHdf5Writer):
+    """lhotse's ``NumpyHdf5Writer`` (same storage type, same manifests) whose HDF5 file is built in memory
+    (h5py's core driver without a backing store); :meth:`save` writes its bytes to disk in one go.
+
+    Why: HDF5 writing straight to a file crashes the process (a segfault after "Can't decrement id ref
+    count ... errno = 28") when the disk fills; a plain file write instead raises ``OSError``, which the
+    cache stage turns into a clean ``OutputIOError``. The price: one shard is held in memory.
+    """
+
+    def __init__(self, storage_path: Path | str) -> None:  # noqa: D107 - no NumpyHdf5Writer.__init__: no file
+        import h5py
+
+        self.storage_path_ = Path(storage_path)
+        self.hdf = h5py.File(f"{storage_path}.in-memory", mode="w", driver="core", backing_store=False)
+
+    def save(self, path: Path | str) -> int:
+        """Write the HDF5 image to ``path`` (flushed and fsynced) and close; returns its size in bytes."""
+        self.hdf.flush()
+        image = self.hdf.id.get_file_image()
+        self.hdf.close()
+        with open(path, "wb") as f:
+            f.write(image)
+            f.flush()
+            os.fsync(f.fileno())
+        return len(image)
+
+
 class SoftTargetWriter:
     """Writes one shard: ``with SoftTargetWriter(...) as w: cut = w.write(cut, posteriors)``.
 
     ``posteriors`` are ``(T, P)`` probabilities at the cache temperature, T = ``cut.num_frames``.
-    The shard becomes complete (renamed, manifest written) only when the block exits without an exception;
-    otherwise its temporary file is deleted. Entering removes what a killed run left of this shard.
+    The shard is built in memory (:class:`InMemoryHdf5Writer`) and, when the block exits without an
+    exception, written to a temporary file, renamed, and completed by its manifest. Entering takes the
+    shard's lock (``stage_lock``: a second writer of the same shard is refused) and removes what a killed
+    run left of this shard. A failing write of the shard (disk full, file-size limit, I/O error) raises
+    ``OutputIOError`` and leaves nothing of it.
     """
 
     def __init__(self, cache_dir: Path | str, shard_name: str, mode: str = "topk", k: int | None = 16,
@@ -62,30 +93,48 @@ class SoftTargetWriter:
         self.tmp_path = tmp_path_for(self.h5_path)
         self.cuts: list = []
         self.skipped: dict[str, str] = {}  # cut id -> why it was left out
-        self._writer: NumpyHdf5Writer | None = None
+        self._writer: InMemoryHdf5Writer | None = None
+        self._lock: contextlib.ExitStack | None = None
 
     def __enter__(self) -> "SoftTargetWriter":
-        if self.manifest_path.is_file():
-            raise FileExistsError(f"shard {self.name} is already complete ({self.manifest_path})")
-        self.h5_path.parent.mkdir(parents=True, exist_ok=True)
-        remove_partial_shard(self.cache_dir, self.name)
-        self._writer = NumpyHdf5Writer(self.tmp_path, mode="w")
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(stage_lock(self.cache_dir, f"cache-shard-{self.name}"))
+        try:
+            if self.manifest_path.is_file():
+                raise FileExistsError(f"shard {self.name} is already complete ({self.manifest_path})")
+            self.h5_path.parent.mkdir(parents=True, exist_ok=True)
+            remove_partial_shard(self.cache_dir, self.name)
+            self._writer = InMemoryHdf5Writer(self.h5_path)
+        except BaseException:
+            self._lock.close()
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._writer.close()
-        self._writer = None
+        try:
+            return self._finish(exc_type)
+        finally:
+            self._lock.close()
+
+    def _finish(self, exc_type) -> bool:
+        writer, self._writer = self._writer, None
         if exc_type is not None:
-            self.tmp_path.unlink(missing_ok=True)
-            logging.warning(f"shard {self.name}: interrupted after {len(self.cuts)} cuts, partial file removed")
+            writer.hdf.close()
+            logging.warning(f"shard {self.name}: interrupted after {len(self.cuts)} cuts, nothing of it written")
             return False
-        os.replace(self.tmp_path, self.h5_path)
-        if self.skipped:  # before the manifest, which marks the shard complete
-            write_json(skipped_path(self.cache_dir, self.name), self.skipped)
-        with atomic_output(self.manifest_path) as tmp:
-            CutSet.from_cuts(self.cuts).to_file(tmp)
+        try:
+            size = writer.save(self.tmp_path)
+            os.replace(self.tmp_path, self.h5_path)
+            if self.skipped:  # before the manifest, which marks the shard complete
+                write_json(skipped_path(self.cache_dir, self.name), self.skipped)
+            with atomic_output(self.manifest_path) as tmp:
+                CutSet.from_cuts(self.cuts).to_file(tmp)
+        except Exception as e:
+            self.tmp_path.unlink(missing_ok=True)
+            remove_partial_shard(self.cache_dir, self.name)
+            raise_if_output_error(e, self.h5_path)
+            raise
         frames = sum(num_stored_frames(c) for c in self.cuts)
-        size = self.h5_path.stat().st_size
         logging.info(f"shard {self.name}: {len(self.cuts)} cuts, {frames} frames, {size / 2**20:.1f} MiB "
                      f"({size / max(frames, 1):.1f} bytes/frame with HDF5 overhead)")  # fmt: skip
         return False
