@@ -59,18 +59,21 @@ def speech_mask(phones, num_samples: int, sample_rate: int) -> np.ndarray:
     return mask
 
 
-def split_merged_words(
-    syn: Synthesis, pronounce, same=lambda a, b: a == b
-) -> Synthesis:
+def split_merged_words(syn: Synthesis, pronounce, same=lambda a, b: a == b) -> Synthesis:
     """Give back the phones of words that espeak-ng spoke merged into the previous word.
 
     espeak-ng joins some function words to their predecessor ("of the", "in the"): it then sends no
     word event for the second word, and that word's phonemes arrive as the end of the first word's.
-    For each such word (no phone of its own, the previous word has more phones than it needs), when
-    the previous word's last ``len(pronounce(word))`` phones equal ``pronounce(word)`` under
-    ``same(spoken, expected)``, they are given to it; the phone boundaries are espeak-ng's own, only
-    their word membership changes. Words that do not match are left alone (and later rejected by
-    :func:`alignment_tiers` as ``word_without_phones``).
+    For each such word ``w`` (no phone of its own, the previous word has more phones than ``w``'s own
+    phonemization ``pronounce(w)``), the previous word's phones are split when either
+
+    - they end in exactly ``pronounce(w)`` (compared with ``same(spoken, expected)``), or
+    - they start with exactly the previous word's own phonemization, and the rest has the length of
+      ``pronounce(w)`` and starts with its first phone (espeak-ng's "the" before a vowel: ``D i:``
+      where the word alone is ``D @``).
+
+    The phone boundaries are espeak-ng's own; only their word membership changes. Words that match
+    neither are left alone (and later rejected by :func:`alignment_tiers` as ``word_without_phones``).
     """
     phones = list(syn.phones)
     for w in range(1, len(syn.words)):
@@ -79,16 +82,19 @@ def split_merged_words(
         prev = [i for i, p in enumerate(phones) if p.word_index == w - 1]
         expected = pronounce(syn.words[w])
         k = len(expected)
-        if not 0 < k < len(prev):
+        if not 0 < k < len(prev) or prev != list(range(prev[0], prev[0] + len(prev))):
             continue
-        tail = prev[-k:]
-        if tail != list(range(tail[0], tail[0] + k)):
+        spoken = [phones[i].phone for i in prev]
+        if all(same(a, e) for a, e in zip(spoken[-k:], expected)):
+            moved = prev[-k:]
+        elif (
+            len(own := pronounce(syn.words[w - 1])) == len(prev) - k
+            and all(same(a, e) for a, e in zip(spoken, own))
+            and same(spoken[len(own)], expected[0])
+        ):
+            moved = prev[len(own) :]
+        else:
             continue
-        if all(same(phones[i].phone, e) for i, e in zip(tail, expected)):
-            for i in tail:
-                phones[i] = PhoneEvent(
-                    phone=phones[i].phone, sample=phones[i].sample, word_index=w
-                )
-    return Synthesis(
-        audio=syn.audio, sample_rate=syn.sample_rate, phones=phones, words=syn.words
-    )
+        for i in moved:
+            phones[i] = PhoneEvent(phone=phones[i].phone, sample=phones[i].sample, word_index=w)
+    return Synthesis(audio=syn.audio, sample_rate=syn.sample_rate, phones=phones, words=syn.words)

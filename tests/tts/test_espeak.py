@@ -76,7 +76,7 @@ def test_split_merged_words_by_hand():
         ["map", "of", "the"],
     )
     assert alignment_tiers(syn, 800, 800).startswith("word_without_phones: word 2")
-    pron = {"the": ["D", "@"]}.__getitem__
+    pron = {"the": ["D", "@"], "of": ["A", "v"]}.__getitem__  # "of" alone does not match what was spoken
     # @2 and @ differ: no repair unless the comparison maps them together
     assert split_merged_words(syn, pron).phones == syn.phones
     fixed = split_merged_words(syn, pron, same=lambda a, b: a.rstrip("2") == b)
@@ -87,8 +87,15 @@ def test_split_merged_words_by_hand():
         ("OF", 0.375, 0.25),
         ("THE", 0.625, 0.25),
     ]
+    # "in the" before a vowel: D i: where "the" alone is D @; the previous word's own phones decide
+    before_vowel = Synthesis(
+        syn.audio, 800, [PhoneEvent(p, 100 * i, 0) for i, p in enumerate(["I", "n", "D", "i:"])], ["in", "the"]
+    )
+    prons = {"in": ["I", "n"], "the": ["D", "@"], "of": ["V", "v"]}.__getitem__
+    assert [p.word_index for p in split_merged_words(before_vowel, prons).phones] == [0, 0, 1, 1]
+    wrong_own = Synthesis(before_vowel.audio, 800, before_vowel.phones, ["of", "the"])
+    assert split_merged_words(wrong_own, prons).phones == wrong_own.phones
     # a previous word no longer than the pronunciation is never emptied
     short = Synthesis(
         syn.audio, 800, [PhoneEvent("D", 0, 0), PhoneEvent("@", 100, 0)], ["of", "the"]
     )
-    assert split_merged_words(short, pron).phones == short.phones
