@@ -40,13 +40,14 @@ small_epochs=50
 small_alpha=0.9
 sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
 lm_order=3          # n-gram LM of the decoding graph, trained on the training transcripts
+lm_text=""          # a text file (one sentence a line) the LM is trained on instead ("": the training transcripts)
 acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tune-cuts); or a number
 recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
 options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj device teachers teacher_epochs
          spec_augment max_duration lr warmup_steps num_workers temperature k student student_epochs alpha
-         small_fraction small_epochs small_alpha sweep_temperatures lm_order acoustic_scale)
+         small_fraction small_epochs small_alpha sweep_temperatures lm_order lm_text acoustic_scale)
 . "$(dirname "$0")/load_conf.sh" "$@"
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/log.sh"
@@ -57,6 +58,7 @@ done
 mkdir -p "$exp/log"
 
 augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
+lm=(--lm-cuts "$train_cuts"); [ -z "$lm_text" ] || lm=(--lm-text "$lm_text")
 eval_cuts=("$valid_cuts"); [ "$test_cuts" = "$valid_cuts" ] || eval_cuts+=("$test_cuts")  # frame accuracy
 
 teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
@@ -131,7 +133,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   decode() {
     local name=$1 role=$2; shift 2
     asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$test_cuts" --lang-dir "$lang" \
-      --pdf-counts "$exp/align/pdf_counts.txt" --lm-cuts "$train_cuts" --lm-order "$lm_order" "${scale[@]}" \
+      --pdf-counts "$exp/align/pdf_counts.txt" "${lm[@]}" --lm-order "$lm_order" "${scale[@]}" \
       --output-dir "$exp/decode" --nj "$nj" --device "$device" --log-file "$exp/log/decode.log"
   }
   log "Stage 7: decode every model on $test_cuts"

@@ -19,7 +19,8 @@
 #                -> data/ali/synth_rm_cuts_{train,dev,test}.jsonl.gz, exp/synth_rm/align/report.{json,txt}
 #                (frame agreement and boundary accuracy against the synthesizer's phones)
 #   (stages 1-3 are recipes/shared/data_stages.sh, stages 4-7 recipes/shared/kd_stages.sh)
-#   4-7          teachers, soft-target cache, students, decoding and the report, as in synth_digits
+#   4-7          teachers, soft-target cache, students, decoding and the report, as in synth_digits; the
+#                decoding LM is trained on synth_rm_lm_text.txt (no test sentence is in it)
 set -euo pipefail
 
 stage=0
@@ -58,7 +59,7 @@ recipes/shared/data_stages.sh --stage "$stage" --stop-stage "$stop_stage" --corp
 recipes/shared/kd_stages.sh --stage "$stage" --stop-stage "$stop_stage" --exp "$exp" --lang "$lang" \
   --train-cuts "$ali/synth_rm_cuts_train.jsonl.gz" --valid-cuts "$ali/synth_rm_cuts_dev.jsonl.gz" \
   --test-cuts "$ali/synth_rm_cuts_test.jsonl.gz" --tune-cuts "$ali/synth_rm_cuts_dev.jsonl.gz" \
-  --nj "$nj" --device "$device" --recipe-settings "name=synth_rm hours=$hours seed=$seed nj=$nj" \
+  --lm-text "$manifests/synth_rm_lm_text.txt" --nj "$nj" --device "$device" --recipe-settings "name=synth_rm hours=$hours seed=$seed nj=$nj" \
   ${conf:+--conf "$conf"} "${extra_options[@]}"
 
 log "Done (stages $stage..$stop_stage)."

@@ -99,3 +99,9 @@ def test_split_merged_words_by_hand():
     short = Synthesis(
         syn.audio, 800, [PhoneEvent("D", 0, 0), PhoneEvent("@", 100, 0)], ["of", "the"]
     )
+    assert split_merged_words(short, {"the": ["D", "@"], "of": []}.__getitem__).phones == short.phones
+    # "at once" with a pause inside: a# t _ w V n s, all sent as word 0's (the pause as no word's)
+    events = [("a#", 0, 0), ("t", 100, 0), ("_", 200, -1), ("w", 300, 0), ("V", 400, 0), ("n", 500, 0), ("s", 600, 0)]
+    at_once = Synthesis(np.zeros(700, np.float32), 700, [PhoneEvent(*e) for e in events], ["at", "once"])
+    fixed = split_merged_words(at_once, {"once": ["w", "V", "n", "s"]}.__getitem__)
+    assert [p.word_index for p in fixed.phones] == [0, 0, -1, 1, 1, 1, 1]
