@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# synth_rm: read sentences over a 1,130-word naval resource-management vocabulary (RM-like), spoken by
+# synth_rm: read sentences over a 1,131-word naval resource-management vocabulary (RM-like), spoken by
 # espeak-ng voices; ensemble teachers, distillation into one student, decoding and the results table.
 #
 # Usage (from the repository root):
