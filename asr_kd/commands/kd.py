@@ -27,6 +27,8 @@ def _add_training_args(p, default_size: str) -> None:
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="train on this share of the training cuts, the same subset for every model "
                    "(the paper's 3%% experiment: 0.03)")
+    p.add_argument("--save-every-n", type=int, default=500,
+                   help="optimizer steps between mid-epoch resumable checkpoints (last.pt); 0: epoch ends only")
     p.add_argument("--seed", type=int, default=42, help="model init, data order, SpecAugment, dropout")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     add_common(p)
@@ -46,7 +48,7 @@ def _training_fields(args) -> dict:
     )  # fmt: skip
     return dict(
         exp_dir=str(args.exp_dir), model=model, data=data, num_epochs=args.num_epochs, lr=args.lr,
-        warmup_steps=args.warmup_steps, seed=args.seed, device=args.device,
+        warmup_steps=args.warmup_steps, seed=args.seed, device=args.device, save_every_n=args.save_every_n,
     )  # fmt: skip
 
 
@@ -56,7 +58,8 @@ def _add_train(sub) -> None:
         help="stage 4: train one frame-level acoustic model (a teacher) with cross-entropy",
         description="Stage 4. Cross-entropy on frame_labels (padding ignored), AdamW with warm-up and "
         "decay, SpecAugment, validation frame accuracy per epoch, best/last checkpoints, tensorboard. "
-        "Resumes an interrupted run from <exp-dir>/last.pt and does nothing when <exp-dir>/done exists. "
+        "Resumes an interrupted run from the newest readable of <exp-dir>/last.pt and epoch-<n>.pt and does "
+        "nothing when <exp-dir>/done exists; a second run on the same <exp-dir> is refused (lock). "
         "For several processes or GPUs start it with torchrun (DDP).",
     )
     _add_training_args(p, default_size="teacher")

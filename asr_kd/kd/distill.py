@@ -37,7 +37,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,8 @@ TRAIN_SPLIT = "train"  # the cache split whose cuts are trained on
 @dataclass
 class DistillConfig(TrainConfig):
     """A ``TrainConfig`` (all of its fields, same meaning) plus the distillation settings."""
+
+    STAGE: ClassVar[str] = "distill"  # the stage lock's name in exp_dir (not a field)
 
     cache_dir: str | None = None  # soft-target cache of the cache stage; None only when alpha == 0
     temperature: float = 2.0  # T of the soft targets and of the student's q_T; must equal the cache's T

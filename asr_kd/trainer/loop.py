@@ -23,13 +23,14 @@ from torch import nn
 from tqdm import tqdm
 
 from asr_kd.batch import IGNORE_INDEX, count_correct, forward_logits
+from asr_kd.guard import stage_lock
 from asr_kd.models import ModelConfig, build_model
 from asr_kd.trainer.config import RUNTIME_FIELDS, TrainConfig
 from asr_kd.trainer.data import SKIPPED, ExtraField, FrameDataModule, check_disjoint, ignore_duplicates
 from asr_kd.trainer.logs import log_to_file
 from asr_kd.trainer.schedule import WarmupDecay
 from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
-from asr_kd.trainer.state import load_train_state, read_done, restore_rng_state, save_model_checkpoint, write_done
+from asr_kd.trainer.state import newest_train_state, read_done, restore_rng_state, save_model_checkpoint, write_done
 from asr_kd.utils import fix_random_seed, resolve_device, write_json
 
 
@@ -223,7 +224,7 @@ def _log_train(s: Session, window: dict[str, torch.Tensor], seconds: float, bar)
 
 
 def _setup(rank: int, world_size: int, cfg: TrainConfig, device: torch.device, loss_fn: LossFn, extra_fields,
-           resume: dict | None) -> Session:  # fmt: skip
+           resume: dict | None, resume_path: Path | None = None) -> Session:  # fmt: skip
     """Build this rank's session, from the resumable checkpoint ``resume`` when there is one."""
     exp_dir = Path(cfg.exp_dir)
     fix_random_seed(cfg.seed)  # same initial weights on every rank
@@ -251,7 +252,7 @@ def _setup(rank: int, world_size: int, cfg: TrainConfig, device: torch.device, l
         s.step, s.best_valid_acc, s.best_epoch = st["step"], st["best_valid_acc"], st["best_epoch"]
         s.skipped = dict(st.get("skipped", {}))
         restore_rng_state(resume["rng"], rank, world_size)
-        logging.info(f"resuming from {exp_dir / 'last.pt'}: epoch {st['epoch']}, batch {st['batch_idx']}, "
+        logging.info(f"resuming from {resume_path}: epoch {st['epoch']}, batch {st['batch_idx']}, "
                      f"step {st['step']}")  # fmt: skip
     else:
         fix_random_seed(cfg.seed + rank)
@@ -274,6 +275,14 @@ def run(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn = cross_en
         logging.info(f"{exp_dir} holds a finished run with this config: nothing to do")
         return done
     check_disjoint(cfg.data)  # before anything is written: validating on training cuts is refused
+    stage = getattr(cfg, "STAGE", "train")
+    with stage_lock(exp_dir, stage if rank == 0 else f"{stage}-rank{rank}"):  # a second run is refused
+        return _run_locked(rank, world_size, cfg, loss_fn, extra_fields)
+
+
+def _run_locked(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn,
+                extra_fields: Mapping[str, ExtraField] | None) -> dict | None:  # fmt: skip
+    exp_dir = Path(cfg.exp_dir)
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", rank)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -281,10 +290,10 @@ def run(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn = cross_en
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     try:
         with log_to_file(exp_dir / "log", rank, world_size):
-            resume = load_train_state(exp_dir / "last.pt", cfg, RUNTIME_FIELDS)  # checks the config first
+            resume, resume_path = newest_train_state(exp_dir, cfg, RUNTIME_FIELDS)  # checks the config first
             if rank == 0:
                 write_json(exp_dir / "config.json", asdict(cfg))
-            s = _setup(rank, world_size, cfg, device, loss_fn, extra_fields, resume)
+            s = _setup(rank, world_size, cfg, device, loss_fn, extra_fields, resume, resume_path)
             try:
                 return _train_epochs(s, resume["state"] if resume else None)
             finally:

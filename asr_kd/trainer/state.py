@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -28,10 +29,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from asr_kd.guard import raise_if_output_error
 from asr_kd.models.checkpoint import load_checkpoint, save_checkpoint
 from asr_kd.utils import atomic_output, write_json
 
 DONE = "done"  # file name of the finished-run marker
+EPOCH_CHECKPOINT = re.compile(r"epoch-(\d+)\.pt")
 
 
 def plain(obj: Any) -> Any:
@@ -101,7 +104,11 @@ def _gather_rng(world_size: int) -> list[dict]:
 
 def save_model_checkpoint(path: Path, model: nn.Module, cfg: Any, extra: dict | None = None) -> None:
     """Model-only checkpoint (``best-valid-acc.pt``): weights, model config, train config, ``extra``."""
-    save_checkpoint(path, model, cfg.model, {"train_config": plain(cfg), **plain(extra or {})})
+    try:
+        save_checkpoint(path, model, cfg.model, {"train_config": plain(cfg), **plain(extra or {})})
+    except Exception as e:
+        raise_if_output_error(e, path)
+        raise
 
 
 def save_train_state(exp_dir: Path, names: Sequence[str], model: nn.Module, cfg: Any, optimizer, scheduler,
@@ -114,10 +121,16 @@ def save_train_state(exp_dir: Path, names: Sequence[str], model: nn.Module, cfg:
         "train_config": plain(cfg), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "state": dict(state), "rng": rng,
     }  # fmt: skip
-    first = save_checkpoint(exp_dir / names[0], model, cfg.model, extra)
-    for name in names[1:]:
-        with atomic_output(exp_dir / name) as tmp:
-            shutil.copyfile(first, tmp)
+    target = exp_dir / names[0]
+    try:  # a full disk: OutputIOError; every file is atomic, so the newest complete state stays readable
+        first = save_checkpoint(target, model, cfg.model, extra)
+        for name in names[1:]:
+            target = exp_dir / name
+            with atomic_output(target) as tmp:
+                shutil.copyfile(first, tmp)
+    except Exception as e:
+        raise_if_output_error(e, target)
+        raise
     logging.info(f"saved {', '.join(names)} (step {state['step']}, next: epoch {state['epoch']} "
                  f"batch {state['batch_idx']})")  # fmt: skip
 
@@ -130,6 +143,40 @@ def load_train_state(path: Path, cfg: Any, ignore: Sequence[str]) -> dict | None
     ckpt = load_checkpoint(path, map_location="cpu")
     check_same_config(ckpt.extra["train_config"], cfg, ignore, path)
     return {"model": ckpt.state_dict, **ckpt.extra}
+
+
+def _epoch_number(path: Path) -> int:
+    match = EPOCH_CHECKPOINT.fullmatch(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def newest_train_state(exp_dir: Path, cfg: Any, ignore: Sequence[str]) -> tuple[dict | None, Path | None]:
+    """The resumable state to continue from: of ``last.pt`` and the newest readable ``epoch-<n>.pt``, the
+    one with more optimizer steps; ``(None, None)`` when there is none (a fresh run).
+
+    An unreadable checkpoint (truncated by a full disk, say) is skipped with a warning, so that a rerun
+    after a failed save continues from the newest complete state instead of starting from scratch. A
+    readable one with another config is an error (``check_same_config``).
+    """
+    epochs = sorted((p for p in exp_dir.glob("epoch-*.pt") if _epoch_number(p) >= 0), key=_epoch_number, reverse=True)
+    best: tuple[dict, Path] | None = None
+    for path in [exp_dir / "last.pt", *epochs]:
+        if not path.is_file():
+            continue
+        try:
+            ckpt = load_checkpoint(path, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - any unreadable file: skipped, named in the log
+            logging.warning(f"{path} is not a readable checkpoint ({' '.join(str(e).split())[:200]}): ignored")
+            continue
+        if not {"train_config", "state", "optimizer", "scheduler", "rng"} <= set(ckpt.extra):
+            logging.warning(f"{path} holds no resumable training state: ignored")
+            continue
+        check_same_config(ckpt.extra["train_config"], cfg, ignore, path)
+        if best is None or ckpt.extra["state"]["step"] > best[0]["state"]["step"]:
+            best = ({"model": ckpt.state_dict, **ckpt.extra}, path)
+        if path.name != "last.pt":
+            break  # the newest readable epoch checkpoint: older ones have fewer steps
+    return best if best is not None else (None, None)
 
 
 def write_done(exp_dir: Path, cfg: Any, summary: dict) -> None:
