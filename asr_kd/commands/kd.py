@@ -85,13 +85,21 @@ def _add_distill(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0: hard labels only)")
     p.add_argument("--sparse", action="store_true", help="use top-k targets directly (large pdf sets)")
     p.add_argument("--teachers", type=Path, nargs="+", default=None, help="check the cache was made by these")
+    p.add_argument("--transfer-cuts", type=Path, default=None,
+                   help="unlabeled cuts (a transfer set) trained on besides --train-cuts: soft term only on their "
+                   "frames; their soft targets are the cache's 'transfer' split (asr-kd cache --split transfer)")  # fmt: skip
 
 
 def _run_distill(args) -> None:
+    from dataclasses import replace
+
     from asr_kd.kd.distill import DistillConfig, distill
 
+    fields = _training_fields(args)
+    if args.transfer_cuts is not None:
+        fields["data"] = replace(fields["data"], transfer_cuts=str(args.transfer_cuts))
     distill(DistillConfig(
-        **_training_fields(args), cache_dir=str(args.cache_dir) if args.cache_dir else None,
+        **fields, cache_dir=str(args.cache_dir) if args.cache_dir else None,
         temperature=args.temperature, alpha=args.alpha, sparse=args.sparse,
         teachers=[str(t) for t in args.teachers] if args.teachers else None,
     ))  # fmt: skip
@@ -105,10 +113,13 @@ def _add_cache(sub) -> None:
         description="Stage 5. Runs the teachers over the cuts (no augmentation), combines their "
         "posteriors at temperature T (arithmetic or geometric mean, optional weights) and stores them "
         "per frame, top-k sparse or dense fp16, as lhotse custom fields; writes "
-        "<cache-dir>/cuts_soft_<split>.jsonl.gz and metadata.json. Resumable and sharded by rank.",
+        "<cache-dir>/cuts_soft_<split>.jsonl.gz and metadata.json, keyed by cut id. Any CutSet with "
+        "features works, with or without frame_labels (an unlabeled transfer set: --split transfer). "
+        "Resumable and sharded by rank.",
     )
     p.add_argument("--teachers", type=Path, nargs="+", required=True, help="teacher checkpoints")
-    p.add_argument("--cuts", type=Path, required=True, help="aligned training cuts (stage 3 output)")
+    p.add_argument("--cuts", type=Path, required=True,
+                   help="any cuts with features: the aligned training cuts, or unlabeled transfer cuts")  # fmt: skip
     p.add_argument("--cache-dir", type=Path, required=True, help="the cache's directory (metadata.json, shards)")
     p.add_argument("--split", default="train", help="name of the cached split")
     p.add_argument("--temperature", type=float, default=2.0, help="T of the teachers' softmax(z / T)")

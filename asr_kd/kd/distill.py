@@ -18,7 +18,10 @@ Per frame (docs/design.md): ``L = α T² KL(p_T || q_T) + (1 − α) CE(y, q_1)`
 (``asr_kd.kd.losses``). The training cuts are always ``data.train_cuts`` (``--train-cuts``, the aligned
 cuts); with α > 0 each batch's soft targets are looked up by cut id in the cache's merged train split
 (``SoftTargetIndex``: any sampler, batch size, world size), and the cache must hold every training cut
-(``check_cache_covers``: a cache of other cuts is refused, naming the counts). Validation is the
+(``check_cache_covers``: a cache of other cuts is refused, naming the counts). With
+``data.transfer_cuts`` (``--transfer-cuts``) the student also trains on unlabeled cuts, whose soft targets
+are the cache's ``transfer`` split (``asr-kd cache --split transfer``): their frames get the soft term
+alone, the labeled frames the mixed loss (``asr_kd.kd.losses``, ``soft_only``). Validation is the
 trainer's: hard-label frame accuracy and CE on ``data.valid_cuts``, which must not share a cut id with
 the training cuts (the trainer refuses an overlap).
 
@@ -58,10 +61,11 @@ from asr_kd.kd.ensemble import check_temperature
 from asr_kd.kd.losses import distillation_terms
 from asr_kd.models import ModelConfig
 from asr_kd.trainer import TrainConfig, cross_entropy_loss, train
-from asr_kd.trainer.data import ExtraField, training_subset
+from asr_kd.trainer.data import ExtraField, read_cuts, training_subset
 
 SOFT_TARGETS = "soft_targets"  # the training batch field holding a SoftTargetBatch
 TRAIN_SPLIT = "train"  # the cache split whose cuts are trained on
+TRANSFER_SPLIT = "transfer"  # the cache split of the unlabeled transfer cuts (data.transfer_cuts)
 
 
 @dataclass
@@ -130,7 +134,9 @@ class DistillationLoss:
             soft = {"target_ids": targets.ids, "target_probs": targets.probs}
         else:
             soft = {"soft_targets": targets.probs}
-        terms = distillation_terms(logits, labels, self.temperature, self.alpha, reduction="sum", **soft)
+        soft_only = unlabeled_frames(batch, logits.device)
+        terms = distillation_terms(logits, labels, self.temperature, self.alpha, reduction="sum", soft_only=soft_only,
+                                   **soft)  # fmt: skip
         ce = terms.ce
         if self.alpha == 1:  # not part of the loss; still logged, so that every run shows its CE
             with torch.no_grad():
@@ -138,6 +144,17 @@ class DistillationLoss:
                                      reduction="sum")  # fmt: skip
         loss = terms.loss / max(terms.num_frames, 1)
         return loss, {"kl": terms.kl.detach(), "ce": ce.detach()}
+
+
+def unlabeled_frames(batch: dict, device: torch.device) -> torch.Tensor | None:
+    """``(B, T)`` bool: the non-padding frames of the batch's unlabeled (transfer) cuts, from the
+    dataset's ``labeled`` field; None when the batch has no such field (no transfer set)."""
+    labeled = batch.get("labeled")
+    if labeled is None:
+        return None
+    lengths = batch["lengths"].to(device)
+    frames = torch.arange(batch["frame_labels"].shape[1], device=device)
+    return (frames[None, :] < lengths[:, None]) & ~labeled.to(device)[:, None]
 
 
 def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | None]:
@@ -157,6 +174,9 @@ def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | No
     if not (isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and 0.0 <= cfg.alpha <= 1.0):
         raise ValueError(f"alpha must be in [0, 1], got {cfg.alpha!r}")
     teachers = [str(t) for t in cfg.teachers] if cfg.teachers is not None else None
+    if cfg.alpha == 0 and cfg.data.transfer_cuts:
+        raise ValueError(f"the transfer cuts {cfg.data.transfer_cuts} are unlabeled: they need soft targets "
+                         "(alpha > 0); a hard-label student (alpha 0) cannot train on them")  # fmt: skip
     if cfg.alpha == 0:
         if cfg.cache_dir is not None:
             logging.info(f"alpha = 0: hard-label baseline on {cfg.data.train_cuts}; the cache {cfg.cache_dir} "
@@ -178,6 +198,13 @@ def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | No
     if next(iter(cuts), None) is None:
         raise CacheMismatchError(f"the {TRAIN_SPLIT} split of {cfg.cache_dir} holds no cuts")
     check_cache_covers(cfg.cache_dir, TRAIN_SPLIT, list(training_subset(cfg.data).ids))
+    if cfg.data.transfer_cuts:  # unlabeled cuts: their soft targets are in the cache's transfer split
+        if TRANSFER_SPLIT not in meta.get("splits", {}):
+            raise CacheMismatchError(f"{cfg.cache_dir} has no merged {TRANSFER_SPLIT!r} split for the transfer cuts "
+                                     f"{cfg.data.transfer_cuts}: run asr-kd cache --split {TRANSFER_SPLIT} --cuts "
+                                     f"{cfg.data.transfer_cuts} with the same teachers and cache dir")  # fmt: skip
+        transfer_ids = list(read_cuts(cfg.data.transfer_cuts, lazy=True).ids)
+        check_cache_covers(cfg.cache_dir, TRANSFER_SPLIT, transfer_ids, what="transfer")
     resolved = replace(cfg, data=copy.deepcopy(cfg.data), temperature=temperature, alpha=float(cfg.alpha),
                        teachers=teachers, cache_dir=str(cfg.cache_dir),
                        cache_metadata_sha256=config_sha256(meta))  # fmt: skip
@@ -189,7 +216,8 @@ def distillation_plugins(cfg: DistillConfig) -> tuple[DistillationLoss, dict[str
     loss_fn = DistillationLoss(cfg.temperature, cfg.alpha, cfg.sparse)
     if cfg.alpha == 0:
         return loss_fn, {}
-    index = SoftTargetIndex(merged_manifest_path(cfg.cache_dir, TRAIN_SPLIT))
+    splits = [TRAIN_SPLIT] + ([TRANSFER_SPLIT] if cfg.data.transfer_cuts else [])
+    index = SoftTargetIndex(*(merged_manifest_path(cfg.cache_dir, split) for split in splits))
     extra = {SOFT_TARGETS: SoftTargetField(cfg.sparse, index)}
     return loss_fn, extra
 
@@ -209,5 +237,5 @@ def distill(cfg: DistillConfig, world_size: int | None = None) -> dict | None:
     return train(resolved, world_size=world_size, loss_fn=loss_fn, extra_fields=extra_fields)
 
 
-__all__ = ["SOFT_TARGETS", "DistillConfig", "DistillationLoss", "SoftTargetField", "distill", "distillation_plugins",
-           "resolve_distill_config"]  # fmt: skip
+__all__ = ["SOFT_TARGETS", "TRANSFER_SPLIT", "DistillConfig", "DistillationLoss", "SoftTargetField", "distill",
+           "distillation_plugins", "resolve_distill_config", "unlabeled_frames"]  # fmt: skip

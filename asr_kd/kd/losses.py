@@ -14,6 +14,11 @@ needed). A frame takes part when its label is not ``IGNORE_INDEX`` (-100) and, i
 mask is True; the other frames are dropped before anything is computed, so their logits and targets can
 hold anything (even nan) and get zero gradient.
 
+Unlabeled frames (a transfer set: cuts without transcripts or frame labels) are marked by ``soft_only``:
+they take part with the soft term only, ``α T² KL(p_T || q_T)`` (their labels are not read), while labeled
+frames get the mixed loss; the mean is over all frames that take part, so that a frame's soft term has
+the same weight whether or not it is labeled.
+
 The sparse variant takes top-k soft targets and completes them with the rule of ``asr_kd.kd.cache.topk``
 (the mass the top-k leave out spread uniformly over the other P − k pdfs), the same rule the soft-target
 cache reader uses: the loss on a top-k cache equals the dense loss on the cache's reconstructed targets.
@@ -35,9 +40,10 @@ class DistillationTerms(NamedTuple):
     """The loss and its two terms, reduced over the ``num_frames`` frames that take part."""
 
     loss: torch.Tensor  # α T² kl + (1 − α) ce
-    kl: torch.Tensor  # KL(p_T || q_T) in nats (0 when α = 0: not computed)
-    ce: torch.Tensor  # CE(y, q_1) in nats (0 when α = 1: not computed)
-    num_frames: int
+    kl: torch.Tensor  # KL(p_T || q_T) in nats over every frame (0 when α = 0: not computed)
+    ce: torch.Tensor  # CE(y, q_1) in nats over the labeled frames (0 when α = 1: not computed)
+    num_frames: int  # frames that take part, labeled and unlabeled
+    num_labeled: int = -1  # labeled frames among them (-1: not counted)
 
 
 def distillation_loss(
@@ -48,6 +54,7 @@ def distillation_loss(
     alpha: float,
     mask: torch.Tensor | None = None,
     reduction: str = "mean",
+    soft_only: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scalar distillation loss with dense soft targets.
 
@@ -59,10 +66,12 @@ def distillation_loss(
         alpha: weight of the soft term, in [0, 1].
         mask: optional ``(B, T)`` bool, True on frames that take part.
         reduction: ``"mean"`` over the frames that take part (0 when there are none), or ``"sum"``.
+        soft_only: optional ``(B, T)`` bool, True on unlabeled frames (soft term only; module docstring).
     """
     return distillation_terms(
-        student_logits, labels, temperature, alpha, soft_targets=soft_targets, mask=mask, reduction=reduction
-    ).loss
+        student_logits, labels, temperature, alpha, soft_targets=soft_targets, mask=mask, reduction=reduction,
+        soft_only=soft_only,
+    ).loss  # fmt: skip
 
 
 def sparse_distillation_loss(
@@ -74,12 +83,13 @@ def sparse_distillation_loss(
     alpha: float,
     mask: torch.Tensor | None = None,
     reduction: str = "mean",
+    soft_only: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """As :func:`distillation_loss`, with top-k soft targets ``target_ids (B, T, k)`` (int pdf ids,
     distinct per frame) and ``target_probs (B, T, k)`` (their probabilities at T, not renormalised)."""
     return distillation_terms(
         student_logits, labels, temperature, alpha, target_ids=target_ids, target_probs=target_probs,
-        mask=mask, reduction=reduction,
+        mask=mask, reduction=reduction, soft_only=soft_only,
     ).loss  # fmt: skip
 
 
@@ -127,8 +137,12 @@ def distillation_terms(
     target_probs: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     reduction: str = "mean",
+    soft_only: torch.Tensor | None = None,
 ) -> DistillationTerms:
-    """The loss with its KL and CE terms (for logging); arguments as in the two loss functions."""
+    """The loss with its KL and CE terms (for logging); arguments as in the two loss functions.
+
+    With ``soft_only`` the loss is ``(α T² Σ_all KL + (1 − α) Σ_labeled CE) / N_all`` (``"mean"``).
+    """
     t = check_temperature(temperature)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -137,7 +151,19 @@ def distillation_terms(
     if alpha < 1 and labels is None:
         raise ValueError(f"labels are needed for the hard-label term when alpha < 1, got alpha={alpha} and None")
     num_pdfs = student_logits.shape[-1]
-    valid = frames_taking_part(student_logits.shape[:-1], labels, mask, student_logits.device)
+    lead = student_logits.shape[:-1]
+    device = student_logits.device
+    if soft_only is not None:
+        if soft_only.shape != lead:
+            raise ValueError(f"soft_only must have the logits' shape without P, {tuple(lead)}, got "
+                             f"{tuple(soft_only.shape)}")  # fmt: skip
+        unlabeled = soft_only.to(device).bool() & frames_taking_part(lead, None, mask, device)
+        if alpha == 0 and bool(unlabeled.any()):
+            raise ValueError("unlabeled (soft_only) frames need alpha > 0: with alpha = 0 they have no loss term")
+        labeled = frames_taking_part(lead, labels, mask, device) & ~unlabeled
+        valid = labeled | unlabeled
+    else:
+        valid = labeled = frames_taking_part(lead, labels, mask, device)
     z = student_logits[valid]  # (N, P)
     z = z if z.dtype == torch.float64 else z.float()
     num_frames = z.shape[0]
@@ -147,13 +173,15 @@ def distillation_terms(
         p = _soft_targets_of_frames(valid, num_pdfs, soft_targets, target_ids, target_probs).to(z.dtype)
         # KL(p || q_T) = sum_i p_i (log p_i - log q_T,i), with 0 log 0 = 0
         kl = (torch.xlogy(p, p) - p * torch.log_softmax(z / t, dim=-1)).sum()
+    is_labeled = labeled[valid]  # (N,) which of the frames taking part have a label
+    num_labeled = int(is_labeled.sum())
     if alpha < 1:
-        y = labels[valid].long()
-        if num_frames and (int(y.min()) < 0 or int(y.max()) >= num_pdfs):
+        y = labels.to(device)[valid][is_labeled].long()
+        if num_labeled and (int(y.min()) < 0 or int(y.max()) >= num_pdfs):
             raise ValueError(
                 f"labels must be pdf ids in [0, {num_pdfs}) or {IGNORE_INDEX}, got [{int(y.min())}, {int(y.max())}]"
             )
-        ce = F.cross_entropy(z, y, reduction="sum")
+        ce = F.cross_entropy(z[is_labeled], y, reduction="sum") if num_labeled else zero
     if reduction == "mean" and num_frames:
         kl, ce = kl / num_frames, ce / num_frames
     if alpha == 0:
@@ -162,4 +190,4 @@ def distillation_terms(
         loss = (t * t) * kl
     else:
         loss = alpha * (t * t) * kl + (1.0 - alpha) * ce
-    return DistillationTerms(loss=loss, kl=kl, ce=ce, num_frames=num_frames)
+    return DistillationTerms(loss=loss, kl=kl, ce=ce, num_frames=num_frames, num_labeled=num_labeled)

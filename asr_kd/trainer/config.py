@@ -30,6 +30,8 @@ class DataConfig:
     time_mask_max_ratio: float = 0.2  # a time mask covers at most this share of an utterance's frames
     train_fraction: float = 1.0  # train on this share of the training cuts (the paper's 3% experiment)
     subset_seed: int = 0  # picks the train_fraction subset: the same cuts for every model and seed
+    transfer_cuts: str | None = None  # unlabeled cuts trained on besides the (fraction of the) training cuts;
+    # distillation only: their frames get the soft term alone (their frame labels, if any, are ignored)
 
 
 @dataclass

@@ -41,6 +41,7 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from lhotse.dataset.sampling.base import CutSampler
+from lhotse.utils import fastcopy
 from torch.utils.data import DataLoader, Dataset
 
 from asr_kd.batch import IGNORE_INDEX, NonFiniteFeaturesError, load_cut, pad_frames
@@ -108,15 +109,19 @@ class FrameDataset(Dataset):
     """Map-style lhotse dataset: ``dataset[cuts]`` -> a padded frame-level batch (module docstring).
 
     Rows keep the order of ``cuts``. ``with_labels=False`` leaves out ``frame_labels`` (cuts without
-    alignments, e.g. for computing teacher posteriors on unlabelled data).
+    alignments, e.g. for computing teacher posteriors on unlabelled data); ``with_labels="optional"``
+    (training on a transfer set) loads the labels of the cuts that have them, gives the others
+    IGNORE_INDEX and adds ``labeled``, a ``(B,)`` bool: which rows are labeled cuts.
     """
 
     def __init__(self, spec_augment: SpecAugment | None = None, extra_fields: Mapping[str, ExtraField] | None = None,
-                 with_labels: bool = True, seed: int = 0) -> None:  # fmt: skip
+                 with_labels: bool | str = True, seed: int = 0) -> None:  # fmt: skip
+        if with_labels not in (True, False, "optional"):
+            raise ValueError(f"with_labels must be True, False or 'optional', got {with_labels!r}")
         self.spec_augment = spec_augment
         self.extra_fields = dict(extra_fields or {})
         for name in self.extra_fields:
-            if name in ("features", "lengths", "frame_labels", "cut_ids", SKIPPED):
+            if name in ("features", "lengths", "frame_labels", "cut_ids", "labeled", SKIPPED):
                 raise ValueError(f"extra field {name!r} would overwrite a built-in batch field")
         self.with_labels = with_labels
         self.seed = seed
@@ -130,7 +135,8 @@ class FrameDataset(Dataset):
         cut_list, loaded, skipped = [], [], {}
         for cut in cuts:
             try:
-                loaded.append(load_cut(cut, "required" if self.with_labels else "none"))
+                mode = "optional" if self.with_labels == "optional" else "required" if self.with_labels else "none"
+                loaded.append(load_cut(cut, mode))
             except NonFiniteFeaturesError as e:  # a bad utterance: left out, reported to the loop by id
                 skipped[cut.id] = str(e)
                 continue
@@ -145,6 +151,8 @@ class FrameDataset(Dataset):
             batch = {"features": torch.zeros(0, 0, 0), "lengths": torch.zeros(0, dtype=torch.int64), "cut_ids": []}
             if self.with_labels:
                 batch["frame_labels"] = torch.zeros(0, 0, dtype=torch.int64)
+        if self.with_labels == "optional":
+            batch["labeled"] = torch.tensor([y is not None for _, y in loaded], dtype=torch.bool)
         kept = CutSet.from_cuts(cut_list) if skipped else cuts
         for name, fn in self.extra_fields.items():
             batch[name] = fn(kept, batch["lengths"]) if cut_list else None
@@ -208,11 +216,43 @@ def training_subset(cfg: DataConfig) -> CutSet:
     return subset
 
 
+def without_frame_labels(cut):
+    """``cut`` without its ``frame_labels`` field (a transfer cut is unlabeled by definition)."""
+    if cut.custom and "frame_labels" in cut.custom:
+        return fastcopy(cut, custom={k: v for k, v in cut.custom.items() if k != "frame_labels"} or None)
+    return cut
+
+
+def training_cuts(cfg: DataConfig) -> CutSet:
+    """What the training loop samples: ``training_subset(cfg)``, plus with ``cfg.transfer_cuts`` the
+    transfer set's cuts (all of them, whatever the fraction; their frame labels dropped), interleaved at
+    random in proportion to the two sizes (``CutSet.mux`` seeded by ``subset_seed``). Cut ids must be
+    distinct across the two sets (the soft targets are looked up by id)."""
+    cuts = training_subset(cfg)
+    if not cfg.transfer_cuts:
+        return cuts
+    transfer = read_cuts(cfg.transfer_cuts, lazy=True)
+    labeled_ids = set(cuts.ids)
+    transfer_ids = list(transfer.ids)
+    shared = sorted(labeled_ids.intersection(transfer_ids))
+    if shared:
+        raise ValueError(f"{len(shared)} transfer cuts ({cfg.transfer_cuts}) have the id of a training cut "
+                         f"({cfg.train_cuts}), e.g. {shared[:3]}: the transfer set must be other utterances")  # fmt: skip
+    if not transfer_ids:
+        raise ValueError(f"the transfer cuts {cfg.transfer_cuts} are empty")
+    logging.info(f"training on {len(labeled_ids)} labeled cuts and {len(transfer_ids)} unlabeled transfer cuts "
+                 f"({cfg.transfer_cuts}; soft targets only)")  # fmt: skip
+    return CutSet.mux(cuts, transfer.map(without_frame_labels), weights=[len(labeled_ids), len(transfer_ids)],
+                      seed=cfg.subset_seed)  # fmt: skip
+
+
 def check_disjoint(cfg: DataConfig) -> None:
     """Raise ValueError when a validation cut id is also a training cut id (of the ``train_fraction``
     subset): a validation score on training cuts, and the best checkpoint picked by it, would be wrong
     silently. The message gives the counts and the first shared ids."""
     train_ids = set(training_subset(cfg).ids)
+    if cfg.transfer_cuts:
+        train_ids |= set(read_cuts(cfg.transfer_cuts, lazy=True).ids)
     valid_ids = set(read_cuts(cfg.valid_cuts, lazy=True).ids)
     shared = sorted(train_ids & valid_ids)
     if shared:
@@ -251,7 +291,7 @@ class FrameDataModule:
     def _train_parts(self) -> tuple[ResumableSampler, FrameDataset]:
         if self._train is None:
             cfg = self.cfg
-            cuts = training_subset(cfg)
+            cuts = training_cuts(cfg)
             num_buckets = adapted_num_buckets(cfg.num_buckets, cuts)
             if num_buckets < 2:  # lhotse's bucketing needs 2 buckets or more
                 sampler = SimpleCutSampler(cuts, max_duration=cfg.max_duration, shuffle=cfg.shuffle,
@@ -265,7 +305,8 @@ class FrameDataModule:
                         drop_last=cfg.drop_last, seed=self.seed, world_size=self.world_size, rank=self.rank,
                     )  # fmt: skip
             augment = SpecAugment.from_config(cfg) if cfg.spec_augment else None
-            dataset = FrameDataset(augment, self.extra_fields, with_labels=True, seed=self.seed)
+            labels = "optional" if cfg.transfer_cuts else True
+            dataset = FrameDataset(augment, self.extra_fields, with_labels=labels, seed=self.seed)
             self._train = (ResumableSampler(sampler), dataset)
         return self._train
 

@@ -148,3 +148,44 @@ def test_bad_arguments(kwargs, message):
     args = {"student_logits": logits, "soft_targets": soft, "labels": labels, "temperature": 2.0, "alpha": 0.5}
     with pytest.raises(ValueError, match=message):
         distillation_loss(**{**args, **kwargs})
+
+
+def mixed_batch():
+    """Row 0: the labeled cut of ``tiny_batch``; row 1: an unlabeled cut (transfer set) with the same
+    logits and soft targets on its 2 frames, then padding. Its labels are IGNORE_INDEX (none exist)."""
+    logits, soft, labels = tiny_batch()
+    logits = torch.cat([logits, logits])
+    soft = torch.cat([soft, soft])
+    labels = torch.cat([labels, torch.full((1, 3), IGNORE_INDEX)])
+    soft_only = torch.tensor([[False, False, False], [True, True, False]])
+    return logits, soft, labels, soft_only
+
+
+def test_mixed_labeled_and_unlabeled_frames_by_hand():
+    logits, soft, labels, soft_only = mixed_batch()
+    # 4 frames take part: 2 labeled (KL + CE), 2 unlabeled (KL only); mean over the 4:
+    # (0.5 * 4 * 4 KL + 0.5 * (ln(10/9) + ln 10)) / 4 = 2 KL + CE / 4  (CE is the 2-frame mean above)
+    terms = distillation_terms(logits, labels, 2.0, 0.5, soft_targets=soft, soft_only=soft_only)
+    assert terms.num_frames == 4 and terms.num_labeled == 2
+    assert terms.loss.item() == pytest.approx(2 * KL + CE / 4, rel=1e-6)
+    assert terms.kl.item() == pytest.approx(KL, rel=1e-6)  # every frame's KL is KL
+    # the unlabeled frames' labels are never read: anything there gives the same loss
+    noisy = labels.clone()
+    noisy[1, :2] = 1
+    again = distillation_loss(logits, soft, noisy, 2.0, 0.5, soft_only=soft_only)
+    assert again.item() == pytest.approx(terms.loss.item(), rel=1e-6)
+    # the unlabeled cut's gradient is the soft term's alone: 0.5 * T² (q_T - p) / T / N per logit
+    z = logits.clone().requires_grad_(True)
+    distillation_loss(z, soft, labels, 2.0, 0.5, soft_only=soft_only).backward()
+    q2 = torch.tensor([0.25, 0.75])
+    expected = 0.5 * 4 * (q2 - torch.tensor([0.5, 0.5])) / 2 / 4
+    torch.testing.assert_close(z.grad[1, 0], expected)
+    assert torch.all(z.grad[:, 2] == 0)  # padding
+
+
+def test_unlabeled_frames_need_alpha_above_zero():
+    logits, soft, labels, soft_only = mixed_batch()
+    with pytest.raises(ValueError, match="unlabeled"):
+        distillation_loss(logits, soft, labels, 2.0, 0.0, soft_only=soft_only)
+    # alpha = 1: labels play no part, all 4 frames get 4 KL
+    assert distillation_loss(logits, soft, labels, 2.0, 1.0, soft_only=soft_only).item() == pytest.approx(4 * KL)

@@ -80,8 +80,11 @@ class SoftTargetIndex:
     lhotse's DDP padding duplicates (``<id>_dup<k>``) find the targets of ``<id>``.
     """
 
-    def __init__(self, manifest: Path | str) -> None:
+    def __init__(self, manifest: Path | str, *more: Path | str) -> None:
+        """``manifest``: a merged split's manifest; ``more``: further splits' (e.g. the transfer split),
+        looked up as one table (a cut id in two of them is refused)."""
         self.manifest = str(manifest)
+        self.more = [str(m) for m in more]
         self._by_id: dict | None = None
 
     @classmethod
@@ -89,11 +92,17 @@ class SoftTargetIndex:
         return cls(merged_manifest_path(cache_dir, split))
 
     def __getstate__(self) -> dict:
-        return {"manifest": self.manifest, "_by_id": None}
+        return {"manifest": self.manifest, "more": self.more, "_by_id": None}
 
     def _table(self) -> dict:
         if self._by_id is None:
-            self._by_id = {c.id: c for c in CutSet.from_file(self.manifest)}
+            table: dict = {}
+            for manifest in [self.manifest, *self.more]:
+                for c in CutSet.from_file(manifest):
+                    if c.id in table:
+                        raise CacheMismatchError(f"cut {c.id} has soft targets in two of {[self.manifest, *self.more]}")
+                    table[c.id] = c
+            self._by_id = table
         return self._by_id
 
     @property
@@ -111,7 +120,8 @@ class SoftTargetIndex:
             if src is None:
                 src = table.get(DUPLICATE_SUFFIX.sub("", cut.id))
             if src is None:
-                raise CacheMismatchError(f"cut {cut.id} has no soft targets in {self.manifest}")
+                where = self.manifest if not self.more else [self.manifest, *self.more]
+                raise CacheMismatchError(f"cut {cut.id} has no soft targets in {where}")
             out.append(src)
         return out
 
