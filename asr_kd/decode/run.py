@@ -57,6 +57,7 @@ from asr_kd.decode.decoder import (
 )
 from asr_kd.decode.record import load_record, summary_line, write_record
 from asr_kd.decode.scoring import write_results
+from asr_kd.guard import stage_lock
 from asr_kd.utils import resolve_device, write_text
 
 #: log-likelihood values held before a decoding round (4 bytes each): bounds memory on large test sets
@@ -440,7 +441,18 @@ def search_config(search: dict, tune_cuts, tune_scales: Sequence[float]) -> dict
 def decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output_dir: Path | str, name: str,
                       batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int) -> dict:  # fmt: skip
     """Tune the acoustic scale (with ``tune_cuts``), decode ``cuts_path``, write the files of the module
-    docstring and the record (``expected`` + the figures); ``make_scorer(auto_flush)`` makes a _Scorer."""
+    docstring and the record (``expected`` + the figures); ``make_scorer(auto_flush)`` makes a _Scorer.
+
+    Holds ``stage_lock(output_dir, "decode-<name>")``: a second decoding of the same name into the same
+    directory is refused (``StageError``); decodings of other names may run beside it.
+    """
+    with stage_lock(output_dir, f"decode-{name}"):
+        return _decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts,
+                                  tune_scales, params)  # fmt: skip
+
+
+def _decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output_dir: Path | str, name: str,
+                       batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int) -> dict:  # fmt: skip
     output_dir = Path(output_dir)
     scorer = make_scorer(True)
     if tune_cuts is not None:

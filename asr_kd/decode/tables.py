@@ -119,8 +119,9 @@ def render_markdown(results: dict, title: str = "results") -> str:
         f"Test set `{results['test_set']}`: {results['num_frames']} frames, {results['num_words']} words. "
         "Frame accuracy and WER in %; S/I/D: substitutions / insertions / deletions; students: mean ± sd "
         "over their seeds.", "",
-        "## Table 1: ensemble and distilled student", "",
     ]  # fmt: skip
+    out += _skipped_lines(models)
+    out += ["## Table 1: ensemble and distilled student", ""]
     rows = [_record_row(r, smallest, r["name"]) for r in teachers]
     mean = next((r for r in models if r["role"] == "mean_teacher"), None)
     if mean is not None:
@@ -150,6 +151,18 @@ def render_markdown(results: dict, title: str = "results") -> str:
         out += ["", "## Decoding speed", "", "Real-time factor per CPU core of the search (search seconds x "
                 "decoding processes / audio seconds; lower is faster): " + ", ".join(speeds) + "."]  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def _skipped_lines(models: list[dict]) -> list[str]:
+    """A warning paragraph naming every decoding that left cuts out (``num_skipped``), or nothing."""
+    skipped = [r for r in models if r.get("num_skipped")]
+    if not skipped:
+        return []
+    counts = ", ".join(f"{r['name']}: {r['num_skipped']} of {r['num_skipped'] + r['num_utts']} cuts skipped"
+                       for r in skipped)  # fmt: skip
+    return [f"**Skipped cuts.** {counts}. Their features or labels could not be read (a truncated archive, "
+            "non-finite values: the reasons are in `skipped-<name>.txt` beside the decode records); the WER "
+            "and frame accuracy of these decodings are on the remaining cuts only.", ""]
 
 
 def _other_label(r: dict) -> str:

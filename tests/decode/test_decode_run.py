@@ -281,3 +281,27 @@ def test_nan_features_are_skipped_and_recorded(setup, caplog) -> None:
     skipped = (setup["tmp"] / "decode" / "skipped-nan.txt").read_text().splitlines()
     assert len(skipped) == 1 and skipped[0].startswith("nan-cut\t") and "not finite" in skipped[0]
     assert any("nan-cut" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_skipped_cuts_are_shown_in_results_md(setup, tmp_path) -> None:
+    """decode on a manifest with a lost feature file: num_skipped is recorded and RESULTS.md says so
+    (issue 10, item 9)."""
+    teacher = run(setup, ["exact"], "mixed", "teacher-0", role="teacher", output_dir=tmp_path / "decode")
+    assert teacher["num_skipped"] == 1 and teacher["num_utts"] == 3
+    run(setup, ["exact"], "test", "teacher-1", role="teacher", output_dir=tmp_path / "decode")
+    markdown = make_report(tmp_path, plot=False)["markdown"]
+    assert "**Skipped cuts.** teacher-0: 1 of 4 cuts skipped." in markdown
+    assert "teacher-1:" not in markdown.split("## Table 1")[0]  # only decodings that skipped cuts are named
+    assert "**Skipped cuts.**" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_a_second_decode_of_one_name_is_refused(setup, tmp_path, lock_holder) -> None:
+    from asr_kd.guard import StageError
+
+    holder = lock_holder(tmp_path / "decode", "decode-locked")
+    with pytest.raises(StageError, match=rf"another `asr-kd decode-locked` run \(pid {holder.pid}"):
+        run(setup, ["exact"], "test", "locked", output_dir=tmp_path / "decode")
+    assert run(setup, ["exact"], "test", "other-name", output_dir=tmp_path / "decode")["wer"] == 0.0  # other names run
+    holder.kill()
+    holder.wait()
+    assert run(setup, ["exact"], "test", "locked", output_dir=tmp_path / "decode")["wer"] == 0.0
