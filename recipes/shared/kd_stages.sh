@@ -30,6 +30,7 @@ max_duration=100    # seconds of audio per batch
 lr=2e-3             # AdamW peak learning rate of every model
 warmup_steps=40
 num_workers=0       # DataLoader workers (0: load in the training process)
+save_every_n=500    # optimizer steps between mid-epoch resumable checkpoints (last.pt; 0: epoch ends only)
 temperature=2.0     # of the cached ensemble posteriors
 k=0                 # pdfs kept per frame in the cache (0: dense fp16)
 student="tdnn:student:7"  # arch:size:seed of the student
@@ -46,7 +47,7 @@ recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recip
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
 options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj device teachers teacher_epochs
-         spec_augment max_duration lr warmup_steps num_workers temperature k student student_epochs alpha
+         spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_epochs alpha
          small_fraction small_epochs small_alpha sweep_temperatures lm_order lm_text acoustic_scale)
 . "$(dirname "$0")/load_conf.sh" "$@"
 . "$(dirname "$0")/parse_options.sh"
@@ -75,7 +76,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     asr-kd train --exp-dir "$exp/teacher-$i" --arch "$m_arch" --size "$m_size" --seed "$m_seed" \
       --lang-dir "$lang" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" --num-epochs "$teacher_epochs" \
       --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" --device "$device" \
-      --num-workers "$num_workers" "${augment[@]}"
+      --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}"
     i=$((i + 1))
   done
 fi
@@ -107,7 +108,7 @@ distill() {
     --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
     --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" \
     --num-epochs "$epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
-    --device "$device" --num-workers "$num_workers" "${augment[@]}"
+    --device "$device" --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}"
 }
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
