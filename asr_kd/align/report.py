@@ -13,8 +13,8 @@ Two measures, as in the forced-alignment literature:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -136,4 +136,15 @@ def format_report(report: dict) -> str:
     lines.append(f"{'worst phones':<14}{'frames':>8}{'agree':>9}  most confused with")
     for w in report["worst_phones"]:
         lines.append(f"{w['phone']:<14}{w['frames']:>8}{100 * w['agreement']:>8.1f}%  {w['most_confused_with'] or '-'}")
+    return "\n".join(lines)
+
+
+def format_passes(passes: dict[str, dict[str, dict]]) -> str:
+    """A table of the GMM ladder: frame agreement and boundaries within 20 ms per pass and split."""
+    lines = [f"{'pass':<8}{'split':<8}{'frames agree':>14}{'<= 20 ms':>10}{'median ms':>11}"]
+    for name, splits in passes.items():
+        for split, r in splits.items():
+            median = r.get("median_boundary_error_ms")
+            lines.append(f"{name:<8}{split:<8}{100 * r['frame_agreement']:>13.2f}%{100 * r['boundary_within_20ms']:>9.2f}%"
+                         f"{median if median is None else round(median, 1)!s:>11}")
     return "\n".join(lines)

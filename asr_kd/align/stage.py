@@ -11,16 +11,25 @@ exactly in ``<corpus>_frame_labels_<split>.h5``). Into ``--exp-dir``: the monoph
 (``final.gmm.pt`` with its config), ``pdf_counts.txt`` (frames per pdf in the training alignments: the
 priors of hybrid decoding), the list of skipped cuts with reasons, and ``report.json`` /
 ``report.txt`` when the cuts carry reference phone alignments (a ``"phone"`` alignment tier).
+
+The GMM ladder: the monophone flat start (``mono``), then each triphone pass of ``passes`` in order
+(``tri1``: deltas, ``tri2``: LDA+MLLT; :mod:`asr_kd.align.train_tri`), each trained on the previous
+one's training alignments. Every pass is saved as ``<pass>.gmm.pt`` (:class:`asr_kd.hmm.system.GmmSystem`)
+and scored on every split that has reference tiers (``report.json``'s ``passes``); the last one is
+``final.gmm.pt``, with its ``tree.json`` and ``transitions.json``, and gives the ``frame_labels`` (its
+tied-state pdf ids) and ``pdf_counts.txt``. A ``final.gmm.pt`` is reused only when it was built for
+the same lang (``lang_sha256``) and the same training config; otherwise the stage stops and says so.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,12 +37,20 @@ from lhotse import CutSet, NumpyHdf5Writer
 from tqdm import tqdm
 
 from asr_kd.align.feats import gmm_features
-from asr_kd.align.gmm import DiagGmm
 from asr_kd.align.graph import AlignmentError, min_num_frames, utterance_graph
-from asr_kd.align.report import AlignmentScorer, format_report
-from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, batched_log_likelihoods, train_mono
-from asr_kd.align.viterbi import align_batch
+from asr_kd.align.report import AlignmentScorer, format_passes, format_report
+from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, train_mono
+from asr_kd.align.train_tri import TriConfig, align_system, train_tri
 from asr_kd.data.lang import Lang
+from asr_kd.hmm.graph import context_graph
+from asr_kd.hmm.system import (
+    GmmSystem,
+    StaleSystemError,
+    lang_sha256,
+    transform_gmm_features,
+)
+from asr_kd.hmm.transitions import TransitionModel
+from asr_kd.hmm.tree import ContextDependency
 from asr_kd.utils import atomic_output, resolve_device, write_json, write_text
 
 ALIGN_BATCH_CUTS = 2000  # cuts whose features are held in memory at once in the final alignment
@@ -43,13 +60,17 @@ def cut_words(cut) -> list[str]:
     return " ".join(s.text or "" for s in cut.supervisions).split()
 
 
-def _load_utterance(cut, lang: Lang) -> tuple[TrainingUtterance | None, str | None]:
-    """Features + graph of one cut, or the reason it cannot be aligned."""
+def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[TrainingUtterance | None, str | None]:
+    """Features + graph of one cut (monophone graph, or ``system``'s context graph), or the reason it
+    cannot be aligned."""
     words = cut_words(cut)
     if not words:
         return None, "empty_transcript"
     try:
-        graph = utterance_graph(lang, words)
+        if system is None:
+            graph = utterance_graph(lang, words)
+        else:
+            graph = context_graph(lang, words, system.tree, system.transitions)
         needed = min_num_frames(lang, words)
     except AlignmentError as e:
         return None, f"no_pronunciation: {e}"
@@ -59,10 +80,11 @@ def _load_utterance(cut, lang: Lang) -> tuple[TrainingUtterance | None, str | No
     return TrainingUtterance(cut.id, words, graph, feats), None
 
 
-def _load_many(cuts: Sequence, lang: Lang, skipped: dict[str, str], desc: str) -> list[TrainingUtterance]:
+def _load_many(cuts: Sequence, lang: Lang, skipped: dict[str, str], desc: str,
+               system: GmmSystem | None = None) -> list[TrainingUtterance]:
     utts = []
     for cut in tqdm(cuts, desc=desc, unit="cut", leave=False):
-        utt, reason = _load_utterance(cut, lang)
+        utt, reason = _load_utterance(cut, lang, system)
         if utt is None:
             skipped[cut.id] = reason
             logging.warning(f"{cut.id}: skipped ({reason})")
@@ -83,18 +105,25 @@ def align_corpus(
     device: str = "auto",
     config: MonoConfig | None = None,
     ref_map: Callable[[str], str] | None = None,
+    passes: Sequence[tuple[str, TriConfig]] = (),
 ) -> dict:
-    """Train the flat-start aligner on ``train_split`` and align every split; see the module docstring.
+    """Train the GMM ladder on ``train_split`` and align every split; see the module docstring.
 
-    Returns the alignment report (empty when no split has reference alignments).
+    Args:
+        passes: the triphone passes after the monophone one, ``(name, config)`` in order (empty: the
+            monophone system aligns).
+
+    Returns:
+        The alignment report (empty when no split has reference alignments).
     """
     cfg = config or MonoConfig()
     cuts_dir, output_dir, exp_dir = Path(cuts_dir), Path(output_dir), Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     lang = Lang.load(lang_dir)
+    train_config = {"mono": asdict(cfg), "passes": [[name, asdict(c)] for name, c in passes]}
     write_json(exp_dir / "config.json", {
-        "mono": asdict(cfg), "cuts_dir": str(cuts_dir), "corpus": corpus, "lang_dir": str(lang_dir),
+        **train_config, "cuts_dir": str(cuts_dir), "corpus": corpus, "lang_dir": str(lang_dir),
         "output_dir": str(output_dir), "splits": list(splits), "train_split": train_split, "num_jobs": num_jobs,
         "device": str(dev),
     })  # fmt: skip
@@ -102,11 +131,20 @@ def align_corpus(
     if train_split not in cut_sets:
         raise ValueError(f"train_split {train_split!r} must be one of --splits {list(splits)}")
     model_path = exp_dir / "final.gmm.pt"
+    expected_sha = lang_sha256(lang)
+    pass_reports: dict[str, dict] = {}
     if model_path.is_file():
-        logging.info(f"{model_path} exists: reusing the trained aligner")
-        gmm = DiagGmm.from_state_dict(torch.load(model_path, map_location="cpu")["gmm"]).to(dev)
+        system = GmmSystem.load(model_path, expected_lang_sha256=expected_sha, device=dev)
+        if system.config.get("training") != json_roundtrip(train_config):
+            raise StaleSystemError(f"{model_path} was trained with another config than this run's: delete "
+                                   f"{exp_dir} (or use another --exp-dir) and rerun")
+        logging.info(f"{model_path} exists: reusing the trained aligner ({system.name})")
+        passes_path = exp_dir / "passes.json"
+        if passes_path.is_file():
+            pass_reports = json.loads(passes_path.read_text())
     else:
-        gmm = _train(cut_sets[train_split], lang, cfg, dev, num_jobs, exp_dir)
+        system, pass_reports = _train(cut_sets, train_split, lang, cfg, passes, dev, num_jobs, exp_dir, ref_map,
+                                      train_config)
     counts = None
     reports: dict[str, dict] = {}
     for split in splits:
@@ -116,18 +154,25 @@ def align_corpus(
             aligned = CutSet.from_file(out_cuts) or CutSet.from_cuts([])  # lhotse reads an empty file as None
             skipped = None
         else:
-            aligned, skipped = _align_split(cut_sets[split], lang, gmm, cfg, dev, num_jobs, output_dir, corpus, split)
+            aligned, skipped = _align_split(cut_sets[split], lang, system, dev, num_jobs, output_dir, corpus, split)
             write_text(exp_dir / f"skipped_{split}.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
             with atomic_output(out_cuts) as tmp:
                 aligned.to_file(tmp)
         if split == train_split:
-            counts = pdf_counts(aligned, lang.num_pdfs)
-        report = score_alignments(aligned, lang, len(skipped) if skipped is not None else None, ref_map)
+            counts = pdf_counts(aligned, system.num_pdfs)
+        report = score_alignments(aligned, lang, len(skipped) if skipped is not None else None, ref_map,
+                                  pdf_phone=system.tree.pdf_phone)
         if report is not None:
             reports[split] = report
     if counts is not None:
         write_text(exp_dir / "pdf_counts.txt", "".join(f"{int(c)}\n" for c in counts))
-    return _write_report(reports, exp_dir)
+    pass_reports[system.name] = {split: _headline(r) for split, r in reports.items()}
+    return _write_report(reports, exp_dir, pass_reports, system.name)
+
+
+def json_roundtrip(obj):
+    """``obj`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(obj))
 
 
 def _read_cuts(cuts_dir: Path, corpus: str, split: str) -> CutSet:
@@ -137,8 +182,11 @@ def _read_cuts(cuts_dir: Path, corpus: str, split: str) -> CutSet:
     return CutSet.from_file(path)
 
 
-def _train(train_cuts: CutSet, lang: Lang, cfg: MonoConfig, dev, num_jobs: int, exp_dir: Path) -> DiagGmm:
-    cuts = list(train_cuts)
+def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoConfig,
+           passes: Sequence[tuple[str, TriConfig]], dev, num_jobs: int, exp_dir: Path, ref_map,
+           train_config: dict) -> tuple[GmmSystem, dict[str, dict]]:
+    """Train mono and every pass; each is saved (``<name>.gmm.pt``) and scored on the scored splits."""
+    cuts = list(cut_sets[train_split])
     rng = np.random.default_rng(cfg.seed)
     if len(cuts) > cfg.max_utts:
         cuts = [cuts[i] for i in sorted(rng.choice(len(cuts), cfg.max_utts, replace=False))]
@@ -147,14 +195,74 @@ def _train(train_cuts: CutSet, lang: Lang, cfg: MonoConfig, dev, num_jobs: int, 
     logging.info(f"training the aligner on {len(utts)} cuts ({sum(u.feats.shape[0] for u in utts)} frames)")
     start = time.perf_counter()
     gmm = train_mono(utts, lang, cfg, dev, num_jobs)
-    logging.info(f"aligner trained in {time.perf_counter() - start:.1f} s")
-    state = {"gmm": gmm.state_dict(), "config": asdict(cfg), "num_pdfs": lang.num_pdfs}
-    with atomic_output(exp_dir / "final.gmm.pt") as tmp:
-        torch.save(state, tmp)
-    return gmm
+    logging.info(f"monophone aligner trained in {time.perf_counter() - start:.1f} s")
+    mono_cfg = {"acoustic_scale": cfg.acoustic_scale, "beam": cfg.beam, "retry_beam": cfg.retry_beam,
+                "boost_silence": 1.0}
+    system = GmmSystem("mono", gmm, {"kind": "deltas"}, ContextDependency.monophone(lang),
+                       TransitionModel.from_lang(lang), lang_sha256(lang), {"pass": mono_cfg})
+    systems = [system]
+    for name, tri_cfg in passes:
+        start = time.perf_counter()
+        system = train_tri(utts, system, lang, tri_cfg, dev, num_jobs, name=name)
+        logging.info(f"{name} trained in {time.perf_counter() - start:.1f} s")
+        systems.append(system)
+    pass_reports: dict[str, dict] = {}
+    scored = [s for s, c in cut_sets.items() if _has_reference(c)]
+    for sys_ in systems:
+        sys_.config["training"] = json_roundtrip(train_config)
+        sys_.save(exp_dir / f"{sys_.name}.gmm.pt")
+        if sys_ is not systems[-1]:
+            pass_reports[sys_.name] = {
+                split: _headline(_score_system(cut_sets[split], lang, sys_, dev, num_jobs, ref_map))
+                for split in scored
+            }
+    write_json(exp_dir / "passes.json", pass_reports)
+    system.tree.save(exp_dir / "tree.json")
+    system.transitions.save(exp_dir / "transitions.json")
+    system.save(exp_dir / "final.gmm.pt")
+    return system, pass_reports
 
 
-def _align_split(cuts: CutSet, lang: Lang, gmm: DiagGmm, cfg: MonoConfig, dev, num_jobs: int,
+def _has_reference(cuts: CutSet) -> bool:
+    for cut in cuts:
+        sup = cut.supervisions[0] if cut.supervisions else None
+        return bool(sup is not None and sup.alignment and "phone" in sup.alignment)
+    return False
+
+
+def _align_utts(utts: list[TrainingUtterance], lang: Lang, system: GmmSystem, dev, num_jobs: int):
+    feats = [transform_gmm_features(system.transform, u.feats) for u in utts]
+    pass_cfg = TriConfig(**{k: v for k, v in system.config.get("pass", {}).items()
+                            if k in ("acoustic_scale", "beam", "retry_beam", "boost_silence")})
+    return align_system(system, [u.graph for u in utts], feats, lang, pass_cfg, dev, num_jobs)
+
+
+def _score_system(cuts: CutSet, lang: Lang, system: GmmSystem, dev, num_jobs: int, ref_map) -> dict:
+    """Align ``cuts`` with ``system`` in memory and score them against their reference tiers."""
+    scorer = AlignmentScorer(ref_map=ref_map)
+    skipped: dict[str, str] = {}
+    all_cuts = list(cuts)
+    by_id = {c.id: c for c in all_cuts}
+    num_failed = 0
+    for b in range(0, len(all_cuts), ALIGN_BATCH_CUTS):
+        utts = _load_many(all_cuts[b : b + ALIGN_BATCH_CUTS], lang, skipped, f"score {system.name}", system)
+        for utt, ali in zip(utts, _align_utts(utts, lang, system, dev, num_jobs)):
+            if ali is None:
+                num_failed += 1
+                continue
+            cut = by_id[utt.id]
+            scorer.add([lang.phone_symbols[p] for p in ali.phone_ids], cut.supervisions[0].alignment["phone"],
+                       offset=cut.start)
+    return scorer.report(num_skipped=len(skipped) + num_failed)
+
+
+def _headline(report: dict) -> dict:
+    keys = ("num_cuts", "num_skipped", "frame_agreement", "boundary_within_10ms", "boundary_within_20ms",
+            "boundary_within_40ms", "median_boundary_error_ms")
+    return {k: report.get(k) for k in keys}
+
+
+def _align_split(cuts: CutSet, lang: Lang, system: GmmSystem, dev, num_jobs: int,
                  output_dir: Path, corpus: str, split: str):
     """Align every cut of one split; returns (cuts with frame_labels, {cut id: skip reason})."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -166,12 +274,8 @@ def _align_split(cuts: CutSet, lang: Lang, gmm: DiagGmm, cfg: MonoConfig, dev, n
     with atomic_output(h5) as tmp, NumpyHdf5Writer(tmp) as writer:
         for b in range(0, len(all_cuts), ALIGN_BATCH_CUTS):
             batch = all_cuts[b : b + ALIGN_BATCH_CUTS]
-            utts = _load_many(batch, lang, skipped, f"load {split} cuts")
-            loglikes = batched_log_likelihoods(gmm, [u.feats for u in utts], dev)
-            results = align_batch(
-                [u.graph for u in utts], loglikes, num_jobs=num_jobs, beam=cfg.beam,
-                retry_beam=cfg.retry_beam, acoustic_scale=cfg.acoustic_scale,
-            )  # fmt: skip
+            utts = _load_many(batch, lang, skipped, f"load {split} cuts", system)
+            results = _align_utts(utts, lang, system, dev, num_jobs)
             by_id = {c.id: c for c in batch}
             for utt, ali in zip(utts, results):
                 if ali is None:
@@ -203,10 +307,16 @@ def pdf_counts(cuts: CutSet, num_pdfs: int) -> np.ndarray:
     return counts
 
 
-def score_alignments(cuts: CutSet, lang: Lang, num_skipped: int | None, ref_map=None) -> dict | None:
-    """Agreement of ``frame_labels`` with the cuts' reference ``"phone"`` tiers, or None if none have one."""
+def score_alignments(cuts: CutSet, lang: Lang, num_skipped: int | None, ref_map=None,
+                     pdf_phone: Sequence[int] | None = None) -> dict | None:
+    """Agreement of ``frame_labels`` with the cuts' reference ``"phone"`` tiers, or None if none have one.
+
+    ``pdf_phone``: the phone id of each pdf (a tree's ``pdf_phone``; default: the lang's monophone pdfs).
+    """
     scorer = AlignmentScorer(ref_map=ref_map)
-    phone_of_pdf = [lang.phone_symbols[i] for i in lang.pdf_to_phone_id]
+    if pdf_phone is None:
+        pdf_phone = lang.pdf_to_phone_id
+    phone_of_pdf = [lang.phone_symbols[i] for i in pdf_phone]
     for cut in cuts:
         sup = cut.supervisions[0]
         if not sup.alignment or "phone" not in sup.alignment:
@@ -219,13 +329,17 @@ def score_alignments(cuts: CutSet, lang: Lang, num_skipped: int | None, ref_map=
     return scorer.report(num_skipped=num_skipped or 0)
 
 
-def _write_report(reports: dict[str, dict], exp_dir: Path) -> dict:
+def _write_report(reports: dict[str, dict], exp_dir: Path, pass_reports: dict[str, dict] | None = None,
+                  final_pass: str = "mono") -> dict:
     if not reports:
         return {}
     headline = reports.get("test") or reports[sorted(reports)[-1]]
-    report = {**headline, "split": "test" if "test" in reports else sorted(reports)[-1], "splits": reports}
+    report = {**headline, "split": "test" if "test" in reports else sorted(reports)[-1], "splits": reports,
+              "pass": final_pass, "passes": pass_reports or {}}
     write_json(exp_dir / "report.json", report)
     text = "\n\n".join(f"== {split} ==\n{format_report(r)}" for split, r in reports.items())
+    if pass_reports:
+        text += "\n\n" + format_passes(pass_reports)
     write_text(exp_dir / "report.txt", text + "\n")
     logging.info("alignment report:\n" + text)
     return report

@@ -36,6 +36,24 @@ def _add_align(sub) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="flat start and training subset")
     p.add_argument(
+        "--retry-beam", type=float, default=1000.0,
+        help="Viterbi beam of the second try when the first (beam 10) reaches no final state (Kaldi: 40); "
+        "training graphs are small, so a wide retry costs little and loses no utterance",
+    )  # fmt: skip
+    p.add_argument(
+        "--passes", nargs="*", default=["tri1", "tri2"], choices=("tri1", "tri2"),
+        help="triphone passes after the monophone flat start, in order: tri1 (deltas, Kaldi's "
+        "train_deltas.sh), tri2 (splice + LDA + MLLT, train_lda_mllt.sh); none: align with the monophones",
+    )  # fmt: skip
+    p.add_argument("--num-leaves", type=int, nargs=2, default=[500, 500], metavar=("TRI1", "TRI2"),
+                   help="tree leaves (tied states, pdfs) of tri1 and tri2")
+    p.add_argument("--tri-total-gauss", type=int, nargs=2, default=[4000, 4000], metavar=("TRI1", "TRI2"),
+                   help="Gaussians over all pdfs at the end of tri1 and tri2")
+    p.add_argument("--tri-iters", type=int, default=20, help="Viterbi iterations of each triphone pass")
+    p.add_argument("--min-leaf-count", type=float, default=50.0, help="frames each tree leaf needs at least")
+    p.add_argument("--boost-silence", type=float, default=1.0,
+                   help="multiply silence pdfs' likelihoods by this in triphone alignment (Kaldi's --boost-silence)")
+    p.add_argument(
         "--reference-phones", choices=("same", "timit"), default="same",
         help="how reference 'phone' tiers map to the lang's phones for the report: 'same' (synthetic "
         "corpora) or 'timit' (61 TIMIT phones -> ARPAbet, closures joined to their stops)",
@@ -57,13 +75,28 @@ def _run_align(args) -> None:
 
     cfg = MonoConfig(
         num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
-        acoustic_scale=args.acoustic_scale, seed=args.seed,
+        acoustic_scale=args.acoustic_scale, seed=args.seed, retry_beam=args.retry_beam,
     )  # fmt: skip
     align_corpus(
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,
         train_split=args.train_split, num_jobs=args.nj, device=args.device, config=cfg,
-        ref_map=_reference_map(args.reference_phones),
+        ref_map=_reference_map(args.reference_phones), passes=_tri_passes(args),
     )  # fmt: skip
+
+
+def _tri_passes(args) -> list:
+    from asr_kd.align.train_tri import TriConfig
+
+    kinds = {"tri1": (0, "deltas"), "tri2": (1, "lda_mllt")}
+    passes = []
+    for name in args.passes:
+        k, kind = kinds[name]
+        passes.append((name, TriConfig(
+            kind=kind, num_leaves=args.num_leaves[k], total_gauss=args.tri_total_gauss[k], num_iters=args.tri_iters,
+            min_leaf_count=args.min_leaf_count, boost_silence=args.boost_silence,
+            acoustic_scale=args.acoustic_scale, seed=args.seed, retry_beam=args.retry_beam,
+        )))  # fmt: skip
+    return passes
 
 
 def _add_align_report(sub) -> None:
@@ -76,6 +109,8 @@ def _add_align_report(sub) -> None:
     p.add_argument("cuts", type=Path, help="aligned cuts (stage 3 output)")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="the lang directory of the alignment")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="the alignment's tree.json (maps tied-state pdfs to phones); default: the lang's monophone pdfs")
     p.add_argument("--reference-phones", choices=("same", "timit"), default="same",
                    help="how reference 'phone' tiers map to the lang's phones (see `asr-kd align --help`)")
     add_common(p)
@@ -89,8 +124,14 @@ def _run_align_report(args) -> None:
     from asr_kd.data.lang import Lang
     from asr_kd.utils import write_json
 
+    pdf_phone = None
+    if args.tree is not None:
+        from asr_kd.hmm.tree import ContextDependency
+
+        pdf_phone = ContextDependency.load(args.tree).pdf_phone
     report = score_alignments(
-        CutSet.from_file(args.cuts), Lang.load(args.lang_dir), None, _reference_map(args.reference_phones)
+        CutSet.from_file(args.cuts), Lang.load(args.lang_dir), None, _reference_map(args.reference_phones),
+        pdf_phone=pdf_phone,
     )
     if report is None:
         raise ValueError(f"no cut in {args.cuts} has a reference 'phone' alignment tier")

@@ -15,6 +15,9 @@ def _add_training_args(p, default_size: str) -> None:
     p.add_argument("--arch", default="dnn", help="dnn, tdnn, blstm or conformer")
     p.add_argument("--size", default=default_size, help="student-small, student, teacher, teacher-large, ...-xl")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="gives the number of pdfs")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="the alignment's tree.json (exp/<recipe>/align/tree.json): its pdf count, the targets' "
+                   "(tied triphone states); default: the lang's monophone pdfs")
     p.add_argument("--train-cuts", type=Path, required=True, help="aligned training cuts (stage 3 output)")
     p.add_argument("--valid-cuts", type=Path, required=True, help="aligned validation cuts (stage 3 output)")
     p.add_argument("--num-epochs", type=int, default=10, help="passes over the training cuts")
@@ -40,7 +43,13 @@ def _training_fields(args) -> dict:
     from asr_kd.models import ModelConfig
     from asr_kd.trainer import DataConfig
 
-    model = ModelConfig(arch=args.arch, size=args.size, num_pdfs=Lang.load(args.lang_dir).num_pdfs, dropout=args.dropout)
+    if args.tree is not None:
+        from asr_kd.hmm.tree import ContextDependency
+
+        num_pdfs = ContextDependency.load(args.tree).num_pdfs
+    else:
+        num_pdfs = Lang.load(args.lang_dir).num_pdfs
+    model = ModelConfig(arch=args.arch, size=args.size, num_pdfs=num_pdfs, dropout=args.dropout)
     data = DataConfig(
         train_cuts=str(args.train_cuts), valid_cuts=str(args.valid_cuts), max_duration=args.max_duration,
         num_workers=args.num_workers, spec_augment=not args.no_spec_augment,

@@ -61,6 +61,7 @@ mkdir -p "$exp/log"
 augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
 lm=(--lm-cuts "$train_cuts"); [ -z "$lm_text" ] || lm=(--lm-text "$lm_text")
 eval_cuts=("$valid_cuts"); [ "$test_cuts" = "$valid_cuts" ] || eval_cuts+=("$test_cuts")  # frame accuracy
+tree=(); [ -f "$exp/align/tree.json" ] && tree=(--tree "$exp/align/tree.json")  # the targets' pdf count
 
 teacher_ckpts() {  # the best checkpoint of each teacher of $teachers
   local i=0 spec
@@ -74,7 +75,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "Stage 4: teacher-$i ($m_arch, $m_size, seed $m_seed)"
     # resumes an interrupted run; returns at once when exp/.../done exists
     asr-kd train --exp-dir "$exp/teacher-$i" --arch "$m_arch" --size "$m_size" --seed "$m_seed" \
-      --lang-dir "$lang" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" --num-epochs "$teacher_epochs" \
+      --lang-dir "$lang" "${tree[@]}" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" --num-epochs "$teacher_epochs" \
       --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" --device "$device" \
       --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}"
     i=$((i + 1))
@@ -106,7 +107,7 @@ distill() {
   # shellcheck disable=SC2046
   asr-kd distill --exp-dir "$exp/$name" --arch "$arch" --size "$size" --seed "$seed" \
     --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
-    --teachers $(teacher_ckpts) --lang-dir "$lang" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" \
+    --teachers $(teacher_ckpts) --lang-dir "$lang" "${tree[@]}" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" \
     --num-epochs "$epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
     --device "$device" --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}"
 }

@@ -1,0 +1,139 @@
+"""Tests of context training graphs (asr_kd.hmm.graph), transition models and GMM systems (asr_kd.hmm)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "align"))
+from test_graph import make_lang, pdf_sequences
+
+from asr_kd.align.gmm import DiagGmm
+from asr_kd.align.graph import utterance_graph
+from asr_kd.align.viterbi import viterbi_align
+from asr_kd.hmm.graph import context_graph
+from asr_kd.hmm.system import GmmSystem, StaleSystemError, lang_sha256
+from asr_kd.hmm.transitions import TransitionModel
+from asr_kd.hmm.tree import ContextDependency, Question
+
+
+@pytest.fixture(scope="module")
+def lang(tmp_path_factory):
+    return make_lang(tmp_path_factory.mktemp("hmm_lang"))
+
+
+def test_monophone_context_graph_equals_the_monophone_graph(lang) -> None:
+    tree, trans = ContextDependency.monophone(lang), TransitionModel.from_lang(lang)
+    for words in (["a"], ["b", "ab"]):
+        for frames in (3, 6):
+            mine = pdf_sequences(context_graph(lang, words, tree, trans), frames)
+            ref = pdf_sequences(utterance_graph(lang, words), frames)
+            assert mine.keys() == ref.keys()
+            assert all(mine[k] == pytest.approx(ref[k], abs=1e-5) for k in ref)
+
+
+def triphone_tree(lang) -> ContextDependency:
+    """A's state 0 has pdf 8 after SIL or at the start, pdf 2 otherwise; every other state: the lang's pdf."""
+    sil = lang.phone_to_id["SIL"]
+    roots = {
+        (lang.phone_to_id[p], s): pdf
+        for p in lang.phones
+        for s, pdf in enumerate(lang.pdf_ids(p))
+    }
+    roots[(lang.phone_to_id["A"], 0)] = Question(0, [0, sil], 8, 2)
+    return ContextDependency(3, 1, roots)
+
+
+def test_triphone_graph_uses_the_left_context(lang) -> None:
+    tree, trans = triphone_tree(lang), TransitionModel.from_lang(lang)
+    graph = context_graph(lang, ["b", "a"], tree, trans)
+    seqs = pdf_sequences(graph, 4)
+    # "b a" in 4 frames without silence: B or C (2 states), then A: its state 0 after B/C is pdf 2
+    assert set(seqs) == {(4, 5, 2, 3), (6, 7, 2, 3)}
+    seqs = pdf_sequences(graph, 5)
+    assert (4, 5, 0, 8, 3) in seqs and (4, 5, 0, 2, 3) not in seqs  # after SIL: pdf 8
+    assert pdf_sequences(context_graph(lang, ["a"], tree, trans), 2) == {
+        (8, 3): pytest.approx(-2 * math.log(0.4) - 2 * math.log(0.8), abs=1e-5)
+    }
+    # Viterbi picks the context pdfs and reports phones on the first frame of each
+    loglikes = np.full((5, tree.num_pdfs), -20.0, np.float32)
+    for t, pdf in enumerate((6, 7, 0, 8, 3)):
+        loglikes[t, pdf] = -1.0
+    ali = viterbi_align(graph, loglikes)
+    assert ali.pdf_ids.tolist() == [6, 7, 0, 8, 3]
+    assert [p for p, _, _ in ali.phones] == ["C", "SIL", "A"]
+
+
+def test_transition_estimate_counts_self_loops_and_visits(lang) -> None:
+    trans = TransitionModel.from_lang(lang)
+    a = lang.phone_to_id["A"]
+    # A: state 0 for 3 frames then state 1 for 2, then again A (state 0 one frame, state 1 one frame)
+    phones, states = [a] * 7, [0, 0, 0, 1, 1, 0, 1]
+    new = trans.estimate([(phones, states)], min_count=2)
+    assert new.log_probs(a, 0) == pytest.approx((math.log(2 / 4), math.log(2 / 4)))
+    assert new.log_probs(a, 1) == pytest.approx((math.log(1 / 3), math.log(2 / 3)))
+    b = lang.phone_to_id["B"]
+    assert (
+        new.log_probs(b, 0)
+        == trans.log_probs(b, 0)
+        == pytest.approx((math.log(0.6), math.log(0.4)))
+    )
+    floored = trans.estimate([([a] * 3, [0, 1, 1])], min_count=1, floor=0.1)
+    assert floored.self_loop[(a, 0)] == pytest.approx(0.1)  # ML estimate 0, floored
+
+
+def test_transitions_round_trip(tmp_path, lang) -> None:
+    trans = TransitionModel.from_lang(lang).estimate(
+        [([3] * 5, [0, 0, 0, 1, 1])], min_count=1
+    )
+    trans.save(tmp_path / "transitions.json")
+    assert (
+        TransitionModel.load(tmp_path / "transitions.json").self_loop == trans.self_loop
+    )
+
+
+def test_system_round_trip_and_refuses_another_lang(tmp_path, lang) -> None:
+    tree = triphone_tree(lang)
+    gmm = DiagGmm(
+        torch.randn(tree.num_pdfs, 1, 39),
+        torch.rand(tree.num_pdfs, 1, 39) + 0.5,
+        torch.zeros(tree.num_pdfs, 1),
+    )
+    system = GmmSystem(
+        "tri1",
+        gmm,
+        {"kind": "deltas"},
+        tree,
+        TransitionModel.from_lang(lang),
+        lang_sha256(lang),
+        {"pass": {"num_leaves": 9}},
+    )
+    system.save(tmp_path / "final.gmm.pt")
+    back = GmmSystem.load(
+        tmp_path / "final.gmm.pt", expected_lang_sha256=lang_sha256(lang)
+    )
+    fbank = torch.randn(50, 80)
+    assert torch.allclose(back.log_likelihoods(fbank), system.log_likelihoods(fbank))
+    assert back.tree.to_json() == tree.to_json() and back.config == system.config
+    other = make_lang_other(tmp_path)
+    with pytest.raises(StaleSystemError, match="another lang"):
+        GmmSystem.load(
+            tmp_path / "final.gmm.pt", expected_lang_sha256=lang_sha256(other)
+        )
+    torch.save({"gmm": {}}, tmp_path / "old.gmm.pt")
+    with pytest.raises(StaleSystemError, match="old.gmm.pt"):
+        GmmSystem.load(tmp_path / "old.gmm.pt")
+
+
+def make_lang_other(tmp_path):
+    from asr_kd.data.lang import prepare_lang
+
+    (tmp_path / "other.txt").write_text("a A\nb B\n", encoding="utf-8")
+    return prepare_lang(
+        tmp_path / "other.txt", tmp_path / "other_lang", num_states=2, num_sil_states=1
+    )
