@@ -34,6 +34,7 @@ existing record without decoding again (``force=True`` redoes it).
 
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ from asr_kd.decode.decoder import (
 )
 from asr_kd.decode.record import load_record, summary_line, write_record
 from asr_kd.decode.scoring import write_results
-from asr_kd.guard import stage_lock
+from asr_kd.guard import remove_stale_temporaries, stage_lock
 from asr_kd.utils import resolve_device, write_text
 
 #: log-likelihood values held before a decoding round (4 bytes each): bounds memory on large test sets
@@ -447,6 +448,7 @@ def decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output
     directory is refused (``StageError``); decodings of other names may run beside it.
     """
     with stage_lock(output_dir, f"decode-{name}"):
+        remove_stale_temporaries(output_dir, [f".tmp.*-{glob.escape(name)}.*"])  # of a killed decoding of this name
         return _decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts,
                                   tune_scales, params)  # fmt: skip
 

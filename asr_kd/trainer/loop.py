@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from asr_kd.batch import IGNORE_INDEX, count_correct, forward_logits
-from asr_kd.guard import stage_lock
+from asr_kd.guard import remove_stale_temporaries, stage_lock
 from asr_kd.models import ModelConfig, build_model
 from asr_kd.trainer.config import RUNTIME_FIELDS, TrainConfig
 from asr_kd.trainer.data import SKIPPED, ExtraField, FrameDataModule, check_disjoint, ignore_duplicates
@@ -32,6 +32,9 @@ from asr_kd.trainer.schedule import WarmupDecay
 from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
 from asr_kd.trainer.state import newest_train_state, read_done, restore_rng_state, save_model_checkpoint, write_done
 from asr_kd.utils import fix_random_seed, resolve_device, write_json
+
+
+DONE_TMP = ".tmp.*.done"  # the temporary of the done marker
 
 
 def cross_entropy_loss(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -277,6 +280,8 @@ def run(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn = cross_en
     check_disjoint(cfg.data)  # before anything is written: validating on training cuts is refused
     stage = getattr(cfg, "STAGE", "train")
     with stage_lock(exp_dir, stage if rank == 0 else f"{stage}-rank{rank}"):  # a second run is refused
+        if rank == 0:  # what a killed run left half-written (no live writer owns it: we hold the lock)
+            remove_stale_temporaries(exp_dir, (".tmp.*.pt", ".tmp.*.json", DONE_TMP))
         return _run_locked(rank, world_size, cfg, loss_fn, extra_fields)
 
 

@@ -304,4 +304,7 @@ def test_a_second_decode_of_one_name_is_refused(setup, tmp_path, lock_holder) ->
     assert run(setup, ["exact"], "test", "other-name", output_dir=tmp_path / "decode")["wer"] == 0.0  # other names run
     holder.kill()
     holder.wait()
+    stale = tmp_path / "decode" / ".tmp.99999.recogs-locked.txt"
+    stale.write_text("partial")
     assert run(setup, ["exact"], "test", "locked", output_dir=tmp_path / "decode")["wer"] == 0.0
+    assert not stale.exists()

@@ -83,4 +83,7 @@ def test_a_second_training_run_on_one_exp_dir_is_refused(corpus, tmp_path, frame
     assert not (Path(cfg.exp_dir) / "config.json").exists()  # nothing written
     holder.kill()
     holder.wait()
+    stale = Path(cfg.exp_dir) / ".tmp.99999.last.pt"  # what a killed run leaves mid-save
+    stale.write_bytes(b"partial")
     assert train(cfg)["num_epochs"] == 1  # the lock died with its holder
+    assert not stale.exists()
