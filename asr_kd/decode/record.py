@@ -24,7 +24,7 @@ from asr_kd.utils import write_json
 
 #: roles with a row or table of their own in the report, in the order of results.json's "models"; any
 #: other role (or null) is reported as an "other model"
-KNOWN_ROLES = ("teacher", "mean_teacher", "ensemble", "student_hard", "student_kd", "student_kd_sweep")
+KNOWN_ROLES = ("teacher", "mean_teacher", "ensemble", "student_hard", "student_kd", "student_kd_sweep", "gmm")
 
 
 def _is_num(value: Any, types: tuple = (int, float)) -> bool:

@@ -134,6 +134,7 @@ def render_markdown(results: dict, title: str = "results") -> str:
     out.append("")
     out.append("Paper (Hinton et al. 2015, Table 1): 58.9% / 61.1% / 60.8% frame accuracy and 10.9% / 10.7% / "
                "10.7% WER for baseline / 10x ensemble / distilled: 86% of the frame-accuracy gain recovered.")
+    out += _ladder_lines(models)
     out += _comparison_lines(results["comparisons"])
     out += _wer_test_lines(results["wer_tests"])
     out += _curve_lines(results["data_size_curve"])
@@ -146,6 +147,12 @@ def render_markdown(results: dict, title: str = "results") -> str:
               if isinstance(r.get("decode_config"), dict) and isinstance(r["decode_config"].get("tuning"), dict)]
     if scales:
         out += ["", "Acoustic scale of each model, tuned on the development cuts: " + ", ".join(scales) + "."]
+    searched = [r for r in models if isinstance(r.get("num_no_final"), int)]
+    if searched:
+        out += ["", "Search (the beam grows with the acoustic scale above 0.1; an utterance without a final state is "
+                "searched again with the beam doubled): utterances that still ended without a final state / "
+                "retries: " + ", ".join(f"{r['name']} {r['num_no_final']}/{r['num_retries']}" for r in searched)
+                + "."]  # fmt: skip
     speeds = [f"{r['name']} {r['rtf']:.4f}" for r in models if r.get("rtf") is not None]
     if speeds:
         out += ["", "## Decoding speed", "", "Real-time factor per CPU core of the search (search seconds x "
@@ -163,6 +170,29 @@ def _skipped_lines(models: list[dict]) -> list[str]:
     return [f"**Skipped cuts.** {counts}. Their features or labels could not be read (a truncated archive, "
             "non-finite values: the reasons are in `skipped-<name>.txt` beside the decode records); the WER "
             "and frame accuracy of these decodings are on the remaining cuts only.", ""]
+
+
+#: roles of the ladder table, in its order after the GMM systems
+_LADDER_ROLES = ("teacher", "ensemble", "student_hard", "student_kd")
+
+
+def _ladder_lines(models: list[dict]) -> list[str]:
+    """Kaldi's RESULTS ladder: the GMM-HMM systems (role ``gmm``, by name: mono, tri1, tri2, ...), then the
+    hybrid models, WER on the same test set and the same HCLG search."""
+    gmms = sorted((r for r in models if r["role"] == "gmm"), key=lambda r: r["name"])
+    if not gmms:
+        return []
+    hybrids = [r for role in _LADDER_ROLES for r in models if r["role"] == role]
+    out = ["", "## System ladder: GMM-HMM systems, then hybrid models", "",
+           "| system | kind | params | frame acc % | WER % (S/I/D) | no final state / retries |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in gmms + hybrids:
+        kind = f"GMM-HMM ({r.get('size') or 'n/a'})" if r["role"] == "gmm" else f"hybrid, {r['role']}"
+        search = f"{r.get('num_no_final', 'n/a')} / {r.get('num_retries', 'n/a')}"
+        out.append(f"| {r['name']} | {kind} | {_params(r['params'])} | {_pct(r['frame_acc'])} | {_wer_cell(r)} "
+                   f"| {search} |")  # fmt: skip
+    out += ["", "Kaldi's RM anchor (egs/rm/s5/RESULTS): mono 8.74%, tri1 3.26%, tri2b 2.98%, DNN hybrids 1.5-2.0% WER."]
+    return out
 
 
 def _other_label(r: dict) -> str:

@@ -279,3 +279,22 @@ def test_ensemble_members_are_summarised() -> None:
     assert _arch({"arch": ["tdnn"] * 3, "size": ["teacher"] * 3}) == "3 x tdnn / teacher"
     assert _arch({"arch": ["dnn", "tdnn"], "size": ["teacher", "teacher"]}) == "dnn / teacher + tdnn / teacher"
     assert _arch({"arch": "tdnn", "size": "student"}) == "tdnn / student"
+
+
+def test_gmm_ladder_and_search_counts(tmp_path):
+    """GMM systems (role gmm) head a ladder table by name, then the hybrid models; every record's count of
+    utterances without a final state and of retries is shown."""
+    records = [
+        _record("tri1", "gmm", 0.60, 0.05, 300_000, arch="gmm", size="N=3", num_no_final=1, num_retries=4),
+        _record("mono", "gmm", 0.45, 0.20, 100_000, arch="gmm", size="mono"),
+        _record("teacher-0", "teacher", 0.52, 0.04, 4_000_000, seed=1, num_retries=2),
+    ]
+    exp = tmp_path / "exp"
+    _write(exp / "decode", records)
+    md = make_report(exp, plot=False)["markdown"]
+    ladder = md[md.index("## System ladder"):]
+    assert ladder.index("| mono | GMM-HMM (mono) | 100.0k | 45.00 | 20.00 (120/20/60) | 0 / 0 |") \
+        < ladder.index("| tri1 | GMM-HMM (N=3) |") < ladder.index("| teacher-0 | hybrid, teacher | 4.00M |")
+    assert "| tri1 | GMM-HMM (N=3) | 300.0k | 60.00 | 5.00 (30/5/15) | 1 / 4 |" in ladder
+    assert "retries: mono 0/0, tri1 1/4, teacher-0 0/2" in md or "teacher-0 0/2" in md
+    assert "## Other models" not in md  # gmm is a role of its own
