@@ -41,14 +41,15 @@ small_epochs=50
 small_alpha=0.9
 sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
 lm_order=3          # n-gram LM of the decoding graph, trained on the training transcripts
-lm_text=""          # a text file (one sentence a line) the LM is trained on instead ("": the training transcripts)
+lm_text=""          # a text file (one sentence per line) that trains the LM instead ("": the training transcripts)
+gmm_systems="mono:align/final.gmm.pt"  # name:path under $exp of each GMM-HMM system decoded first (the ladder)
 acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tune-cuts); or a number
 recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
 options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj device teachers teacher_epochs
          spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_epochs alpha
-         small_fraction small_epochs small_alpha sweep_temperatures lm_order lm_text acoustic_scale)
+         small_fraction small_epochs small_alpha sweep_temperatures lm_order lm_text gmm_systems acoustic_scale)
 . "$(dirname "$0")/load_conf.sh" "$@"
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/log.sh"
@@ -131,14 +132,22 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   else
     scale=(--acoustic-scale "$acoustic_scale")
   fi
+  # the aligner's context tree and transitions, when it made context-dependent pdfs
+  hmm=(); [ ! -f "$exp/align/tree.json" ] || hmm=(--tree "$exp/align/tree.json" --transitions "$exp/align/transitions.json")
   # decode NAME ROLE CHECKPOINT...: WER and frame accuracy on $test_cuts -> $exp/decode/
   decode() {
     local name=$1 role=$2; shift 2
     asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$test_cuts" --lang-dir "$lang" \
-      --pdf-counts "$exp/align/pdf_counts.txt" "${lm[@]}" --lm-order "$lm_order" "${scale[@]}" \
+      --pdf-counts "$exp/align/pdf_counts.txt" "${lm[@]}" --lm-order "$lm_order" "${scale[@]}" "${hmm[@]}" \
       --output-dir "$exp/decode" --nj "$nj" --device "$device" --log-file "$exp/log/decode.log"
   }
-  log "Stage 7: decode every model on $test_cuts"
+  log "Stage 7: decode the GMM-HMM systems ($gmm_systems) and every model on $test_cuts"
+  for system in $gmm_systems; do
+    gmm="$exp/${system#*:}"
+    if [ ! -f "$gmm" ]; then log "no GMM system $gmm: ${system%%:*} left out of the ladder"; continue; fi
+    asr-kd decode-gmm --gmm "$gmm" --name "${system%%:*}" --cuts "$test_cuts" --lang-dir "$lang" "${lm[@]}" \
+      --lm-order "$lm_order" "${scale[@]}" --output-dir "$exp/decode" --nj "$nj" --log-file "$exp/log/decode.log"
+  done
   i=0
   for _ in $teachers; do decode "teacher-$i" teacher "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
   # shellcheck disable=SC2046
