@@ -19,7 +19,7 @@ Usage::
     asr-kd decode --models exp/synth_digits/student-kd/best-valid-acc.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
         --pdf-counts exp/synth_digits/align/pdf_counts.txt --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz \
         --output-dir exp/synth_digits/decode --name student-kd --role student_kd
-    asr-kd decode-gmm --gmm exp/synth_digits/align/final.gmm.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
+    asr-kd decode-gmm --gmm exp/synth_digits/align/mono.gmm.pt --cuts data/ali/synth_digits_cuts_test.jsonl.gz \
         --lm-cuts data/ali/synth_digits_cuts_train.jsonl.gz --output-dir exp/synth_digits/decode --name mono
     asr-kd report exp/synth_digits
     asr-kd export --model exp/synth_digits/student-kd/best-valid-acc.pt --output exp/synth_digits/deploy/student-kd.onnx \

@@ -141,7 +141,8 @@ def _add_gmm(sub) -> None:
         "files of `asr-kd decode` into --output-dir, with role 'gmm' (the report's GMM ladder: mono, tri1, "
         "tri2, then the neural models).",
     )
-    p.add_argument("--gmm", type=Path, required=True, help="the align stage's <exp-dir>/final.gmm.pt")
+    p.add_argument("--gmm", type=Path, required=True,
+                   help="a GMM system of the align stage: <exp-dir>/<pass>.gmm.pt (mono, tri1, tri2) or final.gmm.pt")
     p.add_argument("--cuts", type=Path, required=True, help="any CutSet with features, e.g. the aligned test cuts")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="words.txt; HCLG-<key>.fst graphs are cached here")
     p.add_argument("--lm-cuts", type=Path, default=None,
@@ -149,7 +150,7 @@ def _add_gmm(sub) -> None:
                    "graph of --lm-order")
     _add_lm_flags(p)
     p.add_argument("--output-dir", type=Path, required=True, help="e.g. exp/synth_digits/decode")
-    p.add_argument("--name", default=None, help="name in the output files (default: the --gmm file's directory)")
+    p.add_argument("--name", default=None, help="name in the output files (default: the --gmm file name before its first '.', e.g. tri1)")
     p.add_argument("--role", default="gmm", help="the record's role")
     p.add_argument("--acoustic-scale", type=float, default=1.0 / 12,
                    help="multiplies the GMM log-likelihoods (Kaldi's GMM acwt; unused with --tune-cuts)")
@@ -163,7 +164,7 @@ def _run_gmm(args) -> None:
     from asr_kd.decode.gmm_decode import decode_gmm
 
     result = decode_gmm(
-        args.gmm, args.cuts, args.lang_dir, args.output_dir, args.name or Path(args.gmm).parent.name or "gmm",
+        args.gmm, args.cuts, args.lang_dir, args.output_dir, args.name or Path(args.gmm).name.split(".")[0],
         role=args.role, acoustic_scale=args.acoustic_scale, **_search_kwargs(args),
     )  # fmt: skip
     _print(result)

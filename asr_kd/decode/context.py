@@ -8,7 +8,8 @@ Usage::
     # or the align stage's: asr_kd.hmm's ContextDependency.load(tree.json), TransitionModel.load(...)
     labels = hmm_labels(lang, tree, transitions, windows)              # windows: phone-id tuples, len N
 
-The two protocols are the ones of ``asr_kd.hmm`` (Kaldi's ``ContextDependency`` and ``TransitionModel``):
+The two protocols are those of ``asr_kd.hmm.tree.ContextDependency`` and
+``asr_kd.hmm.transitions.TransitionModel`` (Kaldi's ContextDependency and TransitionModel):
 a tree maps a phone context window (``N`` phone ids, ``0`` = no phone: utterance start or end, as
 ``kaldifst.compose_context`` writes them) and an HMM state of the window's central phone (position ``P``)
 to a pdf id; the transitions give the (self-loop, forward) log-probabilities of each (phone, HMM state).
@@ -178,18 +179,14 @@ def hmm_labels(lang: Lang, tree: ContextTree, transitions: Transitions,
 
 
 def load_tree(path: Path | str) -> ContextTree:
-    """The align stage's ``tree.json`` (``asr_kd.hmm.tree.ContextDependency``)."""
-    try:
-        from asr_kd.hmm.tree import ContextDependency
-    except ImportError as e:  # pragma: no cover - asr_kd.hmm lands with the triphone aligner
-        raise ImportError(f"reading the context tree {path} needs asr_kd.hmm (the triphone aligner): {e}") from e
+    """The align stage's ``tree.json`` (:class:`asr_kd.hmm.tree.ContextDependency`)."""
+    from asr_kd.hmm.tree import ContextDependency
+
     return ContextDependency.load(path)
 
 
 def load_transitions(path: Path | str) -> Transitions:
-    """The align stage's ``transitions.json`` (``asr_kd.hmm.transitions.TransitionModel``)."""
-    try:
-        from asr_kd.hmm.transitions import TransitionModel
-    except ImportError as e:  # pragma: no cover - asr_kd.hmm lands with the triphone aligner
-        raise ImportError(f"reading the transition model {path} needs asr_kd.hmm (the triphone aligner): {e}") from e
+    """The align stage's ``transitions.json`` (:class:`asr_kd.hmm.transitions.TransitionModel`)."""
+    from asr_kd.hmm.transitions import TransitionModel
+
     return TransitionModel.load(path)

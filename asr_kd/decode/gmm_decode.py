@@ -2,9 +2,9 @@
 RESULTS files (mono, tri1, tri2 WER, then the neural models).
 
 Usage:
-    asr-kd decode-gmm --gmm exp/my_recipe/align/final.gmm.pt --cuts data/ali/my_corpus_cuts_test.jsonl.gz \\
+    asr-kd decode-gmm --gmm exp/my_recipe/align/tri1.gmm.pt --cuts data/ali/my_corpus_cuts_test.jsonl.gz \\
         --lang-dir data/lang --lm-cuts data/ali/my_corpus_cuts_train.jsonl.gz \\
-        --output-dir exp/my_recipe/decode --name mono --tune-cuts data/ali/my_corpus_cuts_dev.jsonl.gz
+        --output-dir exp/my_recipe/decode --name tri1 --tune-cuts data/ali/my_corpus_cuts_dev.jsonl.gz
 
     from asr_kd.decode.gmm_decode import decode_gmm
     record = decode_gmm("exp/my_recipe/align/final.gmm.pt", "data/ali/my_corpus_cuts_test.jsonl.gz",
@@ -16,10 +16,11 @@ HCLG of the system's own tree and transitions (:mod:`asr_kd.decode.graph`). Ever
 development cuts, retries, files, the record with role ``gmm``) is the decode stage's
 (:mod:`asr_kd.decode.run`). The frame accuracy is that of the arg-max pdf against the cuts' frame labels.
 
-Systems: ``asr_kd.hmm.system.GmmSystem.load(path)`` (the triphone aligner's ``final.gmm.pt``: GMM, feature
-transform, tree, transitions); the monophone aligner's ``final.gmm.pt`` (``{"gmm", "config",
-"num_pdfs"}``: a :class:`~asr_kd.align.gmm.DiagGmm` over :func:`~asr_kd.align.feats.gmm_features`, the
-lang's pdfs and transitions) is read as :class:`MonophoneGmmSystem`.
+Systems: ``asr_kd.hmm.system.GmmSystem.load(path)`` (the align stage's ``<pass>.gmm.pt`` and
+``final.gmm.pt``: GMM, feature transform, tree, transitions, refused for another lang); an older
+monophone aligner's file (``{"gmm", "config", "num_pdfs"}``: a :class:`~asr_kd.align.gmm.DiagGmm` over
+:func:`~asr_kd.align.feats.gmm_features`, the lang's pdfs and transitions) is read as
+:class:`MonophoneGmmSystem`.
 """
 
 from __future__ import annotations
@@ -73,27 +74,25 @@ class MonophoneGmmSystem:
         return self.gmm.log_likelihoods(gmm_features(feats.float())).float()
 
 
-def load_gmm_system(path: Path | str):
-    """The GMM system in ``path`` (module docstring); clear errors naming the file."""
+def load_gmm_system(path: Path | str, lang=None):
+    """The GMM system in ``path`` (module docstring); clear errors naming the file. With ``lang``, a
+    ``GmmSystem`` built for another lang is refused (``asr_kd.hmm.system.StaleSystemError``)."""
     from asr_kd.align.gmm import DiagGmm
+    from asr_kd.hmm.system import FORMAT, GmmSystem, lang_sha256
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GMM system {path} does not exist: the align stage writes <exp-dir>/final.gmm.pt")
-    try:
-        from asr_kd.hmm.system import GmmSystem
-    except ImportError:
-        GmmSystem = None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and set(state) >= {"gmm", "num_pdfs"} and "tree" not in state:
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        return GmmSystem.load(path, None if lang is None else lang_sha256(lang))
+    if isinstance(state, dict) and set(state) >= {"gmm", "num_pdfs"}:  # an older monophone aligner's file
         try:
             return MonophoneGmmSystem(DiagGmm.from_state_dict(state["gmm"]), path)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: field `gmm` is not a DiagGmm state ({e})") from e
-    if GmmSystem is None:
-        raise ValueError(f"{path}: not a monophone aligner's final.gmm.pt (fields gmm, config, num_pdfs), and "
-                         f"asr_kd.hmm (the triphone aligner's GmmSystem) is not installed")  # fmt: skip
-    return GmmSystem.load(path)
+    raise ValueError(f"{path}: not a GMM system (format {FORMAT!r}, asr_kd.hmm.system.GmmSystem) nor a monophone "
+                     f"aligner's final.gmm.pt (fields gmm, config, num_pdfs)")  # fmt: skip
 
 
 def _num_params(system) -> int:
@@ -153,15 +152,11 @@ def decode_gmm(
     (``"mono"`` or ``"N=3"``), ``params`` the Gaussians' parameters.
     """
     from asr_kd.data.lang import Lang
-    from asr_kd.decode.graph import lang_sha256
     from asr_kd.utils import file_sha256
 
     output_dir = Path(output_dir)
-    system = load_gmm_system(gmm)
     lang = Lang.load(lang_dir)
-    lang_sha = getattr(system, "lang_sha256", None)
-    if isinstance(lang_sha, str) and lang_sha not in (lang.lexicon_sha256, lang_sha256(lang)):
-        raise ValueError(f"{gmm} was built for another lang (sha256 {lang_sha[:12]}...) than {lang_dir}")
+    system = load_gmm_system(gmm, lang)
     tree, transitions = system.tree, system.transitions
     want = tree.num_pdfs if tree is not None else lang.num_pdfs
     if system.num_pdfs != want:

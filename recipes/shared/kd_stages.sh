@@ -42,7 +42,7 @@ small_alpha=0.9
 sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
 lm_order=3          # n-gram LM of the decoding graph, trained on the training transcripts
 lm_text=""          # a text file (one sentence per line) that trains the LM instead ("": the training transcripts)
-gmm_systems="mono:align/final.gmm.pt"  # name:path under $exp of each GMM-HMM system decoded first (the ladder)
+gmm_systems="mono:align/mono.gmm.pt tri1:align/tri1.gmm.pt tri2:align/tri2.gmm.pt"  # name:path under $exp of each GMM-HMM system decoded first (the ladder; missing ones are left out)
 acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tune-cuts); or a number
 recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags

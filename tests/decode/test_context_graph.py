@@ -222,3 +222,20 @@ def test_hmm_labels_monophone_is_identity(lang: Lang) -> None:
         hmm_labels(lang, MonophoneTree(lang), LangTransitions(lang), [(1, 2, 3)])
     with pytest.raises(ValueError, match="out of range"):
         HmmLabels(3).label(3, 0.5)
+
+
+def test_align_stage_files_give_the_monophone_graph(lang: Lang, lang_dir: Path, tmp_path: Path) -> None:
+    """tree.json / transitions.json of a monophone align stage (asr_kd.hmm) select the monophone graph."""
+    from asr_kd.decode.run import decoding_graph, load_hmms
+    from asr_kd.hmm.transitions import TransitionModel
+    from asr_kd.hmm.tree import ContextDependency
+
+    ContextDependency.monophone(lang).save(tmp_path / "tree.json")
+    TransitionModel.from_lang(lang).save(tmp_path / "transitions.json")
+    (tmp_path / "lm.txt").write_text("\n".join(LM_TEXT) + "\n")
+    _, tree, transitions = load_hmms(lang_dir, tmp_path / "tree.json", tmp_path / "transitions.json")
+    path, info = decoding_graph(lang_dir, None, 2, tmp_path / "lm.txt", tree, transitions)
+    assert info["context_dependency"] == "monophone"
+    assert path == ensure_decoding_graph(lang_dir, LM_TEXT, order=2)[0]
+    # without an LM text: the one cached 2-gram graph of that context dependency
+    assert decoding_graph(lang_dir, None, 2, None, tree, transitions)[0] == path

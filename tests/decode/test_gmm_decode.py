@@ -85,8 +85,8 @@ def test_decode_gmm_cli_and_errors(setup, capsys) -> None:
                  "--tune-scales", "0.05", "0.1"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert out.startswith("mono: WER 0.00%") and "0 cuts without a final state, 0 retries" in out
-    tuning = load_record(tmp / "cli" / "result-mono.json")["decode_config"]["tuning"]
+    assert out.startswith("final: WER 0.00%") and "0 cuts without a final state, 0 retries" in out
+    tuning = load_record(tmp / "cli" / "result-final.json")["decode_config"]["tuning"]
     assert set(tuning["no_final_by_scale"]) == {"0.05", "0.1"}
     with pytest.raises(FileNotFoundError, match="final.gmm.pt"):
         load_gmm_system(tmp / "nosuch" / "final.gmm.pt")
@@ -106,3 +106,57 @@ def test_lm_text(setup, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not both"):
         decode_cuts([tmp / "x.pt"], tmp / "test.jsonl.gz", tmp / "lang", tmp_path, "x", pdf_counts=tmp / "c.txt",
                     lm_cuts=tmp / "test.jsonl.gz", lm_text=tmp / "lm.txt")  # fmt: skip
+
+
+def _system(lang, gmm: DiagGmm, tree, name: str):
+    from asr_kd.hmm.system import GmmSystem, lang_sha256
+    from asr_kd.hmm.transitions import TransitionModel
+
+    return GmmSystem(name, gmm, {"kind": "deltas"}, tree, TransitionModel.from_lang(lang), lang_sha256(lang))
+
+
+def test_gmm_system_monophone_and_triphone(setup, tmp_path: Path) -> None:
+    """asr_kd.hmm GmmSystems: the monophone one decodes as the old file did, on the same cached graph; a
+    triphone tree that gives t before uw (two) its own pdf decodes over the C o LG graph of that tree."""
+    from asr_kd.hmm.tree import ContextDependency, Question
+
+    tmp, lang = setup["tmp"], setup["lang"]
+    cuts = CutSet.from_file(tmp / "test.jsonl.gz")
+    pdfs = [np.array(pdf_sequence(lang, words, 3)) for words in SENTENCES]
+    mono = _system(lang, fit_gmm(cuts, pdfs, lang.num_pdfs), ContextDependency.monophone(lang), "mono")
+    mono.save(tmp_path / "mono.gmm.pt")
+    result = decode_gmm(tmp_path / "mono.gmm.pt", tmp / "test.jsonl.gz", tmp / "lang", tmp_path / "decode", "mono",
+                        lm_text=tmp / "lm.txt", lm_order=2, acoustic_scale=0.1)  # fmt: skip
+    old = load_record(tmp / "decode" / "result-mono.json")  # the older file's decode, same graph
+    assert result["wer"] == 0.0 and result["decode_config"]["graph"] == old["decode_config"]["graph"]
+    # tri: t's first state followed by uw gets pdf num_pdfs; frames of "two" relabelled to match
+    t, uw = lang.phone_to_id["t"], lang.phone_to_id["uw"]
+    roots = dict(ContextDependency.monophone(lang).roots)
+    new_pdf = lang.num_pdfs
+    roots[(t, 0)] = Question(2, [uw], new_pdf, roots[(t, 0)])
+    tree = ContextDependency(3, 1, roots)
+    assert tree.num_pdfs == lang.num_pdfs + 1
+    tri_pdfs = []
+    for words, p in zip(SENTENCES, pdfs):
+        p = p.copy()
+        t0 = lang.pdf_ids("t")[0]
+        for i in np.flatnonzero(p == t0):  # the next phone's first frame decides: uw -> the new pdf
+            j = i
+            while j < len(p) and p[j] in lang.pdf_ids("t"):
+                j += 1
+            if j < len(p) and p[j] in lang.pdf_ids("uw"):
+                p[i] = new_pdf
+        tri_pdfs.append(p)
+    assert sum((p == new_pdf).sum() for p in tri_pdfs) > 0
+    tri = _system(lang, fit_gmm(cuts, tri_pdfs, tree.num_pdfs), tree, "tri1")
+    tri.save(tmp_path / "tri1.gmm.pt")
+    code = main(["decode-gmm", "--gmm", str(tmp_path / "tri1.gmm.pt"), "--cuts", str(tmp / "test.jsonl.gz"),
+                 "--lang-dir", str(tmp / "lang"), "--lm-text", str(tmp / "lm.txt"), "--lm-order", "2",
+                 "--acoustic-scale", "0.1", "--output-dir", str(tmp_path / "decode")])  # fmt: skip
+    assert code == 0
+    record = load_record(tmp_path / "decode" / "result-tri1.json")  # name from the file: tri1
+    assert record["wer"] == 0.0 and record["size"] == "N=3" and record["frame_acc"] > 0.9
+    assert record["decode_config"]["graph"] != result["decode_config"]["graph"]
+    # the cuts' frame labels are monophone pdfs: exactly the frames of t before uw (now the new pdf) differ
+    new_frames = sum(int((p == new_pdf).sum()) for p in tri_pdfs)
+    assert record["frame_acc"] == pytest.approx(1 - new_frames / sum(len(p) for p in tri_pdfs))
