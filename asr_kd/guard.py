@@ -262,16 +262,18 @@ def artifact_key_path(path: Path | str) -> Path:
     return path.with_name(path.name + ".key.json")
 
 
-def record_artifact(path: Path | str, key: dict) -> None:
-    """Write ``key`` (what the finished ``path`` was built from: lang hash, config, ...) and the file's
-    size/checksum to its sidecar, atomically; call it after ``path`` is in place."""
+def record_artifact(path: Path | str, key: dict, companions: Sequence[Path | str] = ()) -> None:
+    """Write ``key`` (what the finished ``path`` was built from: lang hash, config, ...) and the size/checksum
+    of ``path`` and of its ``companions`` (files in the same directory it refers to, e.g. the HDF5 archive
+    of a cut manifest) to its sidecar, atomically; call it after they are all in place."""
     path = Path(path)
-    write_json(artifact_key_path(path), {"key": key, "files": record_files([path], root=path.parent)})
+    files = record_files([path, *companions], root=path.parent)
+    write_json(artifact_key_path(path), {"key": key, "files": files})
 
 
 def check_artifact(path: Path | str, expected: dict) -> str | None:
-    """None if ``path`` exists, is unchanged since :func:`record_artifact` and was built from
-    ``expected``; else why it must not be reused (missing, no key, damaged, or which fields differ).
+    """None if ``path`` (and its recorded companions) exist, are unchanged since :func:`record_artifact` and
+    were built from ``expected``; else why it must not be reused (missing, no key, damaged, or which fields differ).
 
     The caller rebuilds the artefact, or raises :class:`StaleArtifactError` with the reason."""
     path = Path(path)

@@ -35,6 +35,7 @@ def recipe(tmp_path_factory):
         "--teachers", "dnn:student-small:1 tdnn:student-small:2", "--teacher-epochs", "3", "--k", "4",
         "--max-duration", "30", "--student", "dnn:student-small:7", "--student-epochs", "3",
         "--small-fraction", "0.3", "--small-epochs", "3", "--sweep-temperatures", "1",
+        "--max-skipped-share", "0.5",  # the aligner of a 0.03 h corpus cannot align 2 of the 5 dev cuts
     )  # fmt: skip
     return root
 

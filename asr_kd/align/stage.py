@@ -19,6 +19,14 @@ and scored on every split that has reference tiers (``report.json``'s ``passes``
 ``final.gmm.pt``, with its ``tree.json`` and ``transitions.json``, and gives the ``frame_labels`` (its
 tied-state pdf ids) and ``pdf_counts.txt``. A ``final.gmm.pt`` is reused only when it was built for
 the same lang (``lang_sha256``) and the same training config; otherwise the stage stops and says so.
+
+Guarantees: the stage holds :func:`asr_kd.guard.stage_lock` on ``--output-dir`` and ``--exp-dir`` and
+removes a killed run's ``.tmp.*`` files (e.g. half-written ``.h5`` archives) from both. An aligned split
+is reused only when its key (``<corpus>_cuts_<split>.jsonl.gz.key.json``: the sha256 of ``final.gmm.pt``
+and of the input cuts, :func:`asr_kd.guard.check_artifact`) matches and its manifest and labels archive
+are as recorded; otherwise it is realigned. Cuts with unreadable or non-finite features are skipped by
+id and counted; a split that skipped more than ``max_skipped_share`` of its cuts fails before its
+manifest is written; an error writing the output (disk full, file-size limit) stops the stage.
 """
 
 from __future__ import annotations
@@ -42,6 +50,16 @@ from asr_kd.align.report import AlignmentScorer, format_passes, format_report
 from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, train_mono
 from asr_kd.align.train_tri import TriConfig, align_system, train_tri
 from asr_kd.data.lang import Lang
+from asr_kd.guard import (
+    DEFAULT_MAX_SKIPPED_SHARE,
+    artifact_key_path,
+    check_artifact,
+    check_skipped_share,
+    raise_if_output_error,
+    record_artifact,
+    remove_stale_temporaries,
+    stage_lock,
+)
 from asr_kd.hmm.graph import context_graph
 from asr_kd.hmm.system import (
     GmmSystem,
@@ -51,7 +69,7 @@ from asr_kd.hmm.system import (
 )
 from asr_kd.hmm.transitions import TransitionModel
 from asr_kd.hmm.tree import ContextDependency
-from asr_kd.utils import atomic_output, resolve_device, write_json, write_text
+from asr_kd.utils import atomic_output, file_sha256, resolve_device, write_json, write_text
 
 ALIGN_BATCH_CUTS = 2000  # cuts whose features are held in memory at once in the final alignment
 
@@ -76,7 +94,14 @@ def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[T
         return None, f"no_pronunciation: {e}"
     if cut.num_frames < needed:
         return None, f"too_short: {cut.num_frames} frames < {needed} needed by its HMM"
-    feats = gmm_features(torch.from_numpy(cut.load_features()))
+    try:
+        fbank = cut.load_features()
+    except Exception as e:  # a truncated or missing archive
+        return None, f"unreadable_features: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    bad = int(np.size(fbank) - np.count_nonzero(np.isfinite(fbank)))
+    if bad:
+        return None, f"non_finite_features: {bad} of {np.size(fbank)} fbank values are NaN or infinite"
+    feats = gmm_features(torch.from_numpy(fbank))
     return TrainingUtterance(cut.id, words, graph, feats), None
 
 
@@ -106,18 +131,39 @@ def align_corpus(
     config: MonoConfig | None = None,
     ref_map: Callable[[str], str] | None = None,
     passes: Sequence[tuple[str, TriConfig]] = (),
+    max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE,
 ) -> dict:
     """Train the GMM ladder on ``train_split`` and align every split; see the module docstring.
 
     Args:
         passes: the triphone passes after the monophone one, ``(name, config)`` in order (empty: the
             monophone system aligns).
+        max_skipped_share: a split whose skipped share of cuts is above this fails.
 
     Returns:
         The alignment report (empty when no split has reference alignments).
+
+    Raises:
+        StageError: another run holds ``output_dir`` or ``exp_dir``.
+        OutputIOError: writing the output failed (disk full, file too large, I/O error).
+        TooManySkippedError: a split skipped more than ``max_skipped_share`` of its cuts.
     """
-    cfg = config or MonoConfig()
     cuts_dir, output_dir, exp_dir = Path(cuts_dir), Path(output_dir), Path(exp_dir)
+    with stage_lock(output_dir, "align"), stage_lock(exp_dir, "align"):
+        remove_stale_temporaries(output_dir)
+        remove_stale_temporaries(exp_dir)
+        try:
+            return _align_corpus(
+                cuts_dir, corpus, lang_dir, output_dir, exp_dir, splits, train_split, num_jobs, device,
+                config or MonoConfig(), ref_map, passes, max_skipped_share,
+            )  # fmt: skip
+        except OSError as exc:  # a manifest, model or report could not be written
+            raise_if_output_error(exc, output_dir)
+            raise
+
+
+def _align_corpus(cuts_dir: Path, corpus: str, lang_dir, output_dir: Path, exp_dir: Path, splits, train_split: str,
+                  num_jobs: int, device: str, cfg: MonoConfig, ref_map, passes, max_skipped_share: float) -> dict:
     exp_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     lang = Lang.load(lang_dir)
@@ -145,19 +191,38 @@ def align_corpus(
     else:
         system, pass_reports = _train(cut_sets, train_split, lang, cfg, passes, dev, num_jobs, exp_dir, ref_map,
                                       train_config)
+    system_sha256 = file_sha256(model_path)
     counts = None
     reports: dict[str, dict] = {}
     for split in splits:
         out_cuts = output_dir / f"{corpus}_cuts_{split}.jsonl.gz"
-        if out_cuts.is_file():
-            logging.info(f"{out_cuts} exists: {split} already aligned")
+        h5 = output_dir / f"{corpus}_frame_labels_{split}.h5"
+        split_key = {"gmm_sha256": system_sha256, "cuts_sha256": file_sha256(cuts_dir / out_cuts.name)}
+        stale = check_artifact(out_cuts, split_key)
+        if stale is None:
+            logging.info(f"{out_cuts} was aligned by this aligner from these cuts: {split} already aligned")
             aligned = CutSet.from_file(out_cuts) or CutSet.from_cuts([])  # lhotse reads an empty file as None
             skipped = None
         else:
-            aligned, skipped = _align_split(cut_sets[split], lang, system, dev, num_jobs, output_dir, corpus, split)
-            write_text(exp_dir / f"skipped_{split}.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
+            if out_cuts.exists():
+                logging.warning(f"realigning {split}: {stale}")
+            out_cuts.unlink(missing_ok=True)  # nothing stale may look finished while this run works
+            artifact_key_path(out_cuts).unlink(missing_ok=True)
+            try:
+                aligned, skipped = _align_split(cut_sets[split], lang, system, dev, num_jobs, output_dir, corpus,
+                                                split)
+            except Exception as exc:  # h5py wraps a full disk in its own errors: stop, do not skip
+                raise_if_output_error(exc, h5)
+                raise
+            skipped_path = exp_dir / f"skipped_{split}.txt"
+            write_text(skipped_path, "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
+            check_skipped_share(
+                len(skipped), len(cut_sets[split]), max_skipped_share,
+                f"alignment of {corpus} split '{split}' (skip list {skipped_path})",
+            )  # fmt: skip
             with atomic_output(out_cuts) as tmp:
                 aligned.to_file(tmp)
+            record_artifact(out_cuts, split_key, companions=[h5])
         if split == train_split:
             counts = pdf_counts(aligned, system.num_pdfs)
         report = score_alignments(aligned, lang, len(skipped) if skipped is not None else None, ref_map,

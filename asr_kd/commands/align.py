@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asr_kd.commands.common import add_common
+from asr_kd.commands.common import add_common, add_max_skipped_share
 
 
 # ------------------------------------------------------------------------------------------- align
@@ -58,6 +58,7 @@ def _add_align(sub) -> None:
         help="how reference 'phone' tiers map to the lang's phones for the report: 'same' (synthetic "
         "corpora) or 'timit' (61 TIMIT phones -> ARPAbet, closures joined to their stops)",
     )  # fmt: skip
+    add_max_skipped_share(p, "cuts")
     add_common(p)
 
 
@@ -81,6 +82,7 @@ def _run_align(args) -> None:
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,
         train_split=args.train_split, num_jobs=args.nj, device=args.device, config=cfg,
         ref_map=_reference_map(args.reference_phones), passes=_tri_passes(args),
+        max_skipped_share=args.max_skipped_share,
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ set -euo pipefail
 stage=0
 stop_stage=100
 nj=2
+max_skipped_share=0.05  # stages 1 and 3 fail when a split skips a larger share of its utterances/cuts
 dl_dir=download
 download=true
 dataset_parts=mini_librispeech
@@ -77,7 +78,7 @@ fi
 
 # stages 1-3: features, lang, alignment (shared with the other recipes)
 recipes/shared/data_stages.sh --stage "$stage" --stop-stage "$stop_stage" --corpus librispeech --data "$data" \
-  --lang "$lang" --exp "$exp" --nj "$nj" --align-opts "--splits $splits --train-split $train_split"
+  --lang "$lang" --exp "$exp" --nj "$nj" --max-skipped-share "$max_skipped_share" --align-opts "--splits $splits --train-split $train_split"
 
 # stages 4-7: teachers, cache, students, decoding and the report (shared with the other recipes)
 kd_flags=(); for name in "${kd_settings[@]}"; do kd_flags+=("--${name//_/-}" "${!name}"); done

@@ -3,7 +3,8 @@
 # stage 0 (prepare) and then this script, from the repository root, with every input given as a flag:
 #
 #   recipes/shared/data_stages.sh --stage 1 --stop-stage 3 --corpus synth_digits --data data \
-#       --exp exp/synth_digits --nj 2 [--lang data/lang] [--align-opts "--splits train dev test"]
+#       --exp exp/synth_digits --nj 2 [--lang data/lang] [--max-skipped-share 0.05] \
+#       [--align-opts "--splits train dev test"]
 #
 # Inputs: $data/manifests/<corpus>_{recordings,supervisions}_<split>.jsonl.gz and <corpus>_lexicon.txt
 # (stage 0). Outputs:
@@ -23,6 +24,7 @@ lang=""          # the lang directory ("": $data/lang)
 exp=""           # the recipe's experiment directory; the aligner goes to $exp/align
 nj=2             # parallel jobs
 align_opts=""    # extra flags of `asr-kd align` (e.g. --splits, --train-split, --reference-phones)
+max_skipped_share=0.05  # stages 1 and 3 fail when a split skips a larger share of its utterances/cuts
 
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/log.sh"
@@ -36,7 +38,7 @@ mkdir -p "$exp/log"
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: compute fbank features of $corpus"
   asr-kd features --manifest-dir "$manifests" --corpus "$corpus" --output-dir "$fbank" --nj "$nj" \
-    --log-file "$exp/log/features.log"
+    --max-skipped-share "$max_skipped_share" --log-file "$exp/log/features.log"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
@@ -48,7 +50,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "Stage 3: flat-start forced alignment of $corpus"
   # shellcheck disable=SC2086
   asr-kd align --cuts-dir "$fbank" --corpus "$corpus" --lang-dir "$lang" --output-dir "$ali" \
-    --exp-dir "$exp/align" --nj "$nj" --log-file "$exp/log/align.log" $align_opts
+    --exp-dir "$exp/align" --nj "$nj" --max-skipped-share "$max_skipped_share" --log-file "$exp/log/align.log" \
+    $align_opts
   [ -f "$exp/align/report.txt" ] && cat "$exp/align/report.txt"
 fi
 exit 0

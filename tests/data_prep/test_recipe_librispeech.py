@@ -24,6 +24,7 @@ def test_librispeech_recipe_stages_0_3(tmp_path):
         str(REPO / "recipes/librispeech/run.sh"), "--dl-dir", str(tmp_path / "download"),
         "--download", "false", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
         "--stop-stage", "3",
+        "--max-skipped-share", "1",  # an aligner trained on 2 utterances skips half of them (see below)
     ]  # fmt: skip
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     for part, expected in LIBRISPEECH_EXPECTED.items():
