@@ -28,6 +28,7 @@ stop_stage=100
 nj=2              # parallel jobs
 hours=2.0         # corpus size, all splits together (train/dev/test/transfer: 0.5/0.06/0.28/0.16)
 seed=42
+max_skipped_share=0.05  # stages 1 and 3 fail when a split skips a larger share of its utterances/cuts
 clean_copies=false  # true: also write the noise-free parallel recordings (corpus synth_rm_clean)
 data=data         # data directory (manifests, features, lang, alignments)
 exp=exp/synth_rm
@@ -53,7 +54,7 @@ fi
 
 # stages 1-3: features, lang, alignment (shared with the other recipes)
 recipes/shared/data_stages.sh --stage "$stage" --stop-stage "$stop_stage" --corpus synth_rm --data "$data" \
-  --lang "$lang" --exp "$exp" --nj "$nj" --align-opts "--splits train dev test"
+  --lang "$lang" --exp "$exp" --nj "$nj" --max-skipped-share "$max_skipped_share" --align-opts "--splits train dev test"
 
 # stages 4-7: teachers, cache, students, decoding and the report (shared with the other recipes)
 recipes/shared/kd_stages.sh --stage "$stage" --stop-stage "$stop_stage" --exp "$exp" --lang "$lang" \

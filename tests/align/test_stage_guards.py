@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +173,36 @@ def test_second_writer_refused_and_killed_runs_temporaries_removed(corpus, tmp_p
     _align(corpus, tmp_path)
     assert not any(path.exists() for path in left)
     assert json.loads((tmp_path / "exp/config.json").read_text())["corpus"] == CORPUS
+
+
+@pytest.mark.slow
+def test_kill_during_alignment_leaves_temporaries_that_the_rerun_removes(corpus, tmp_path):
+    """A child process is SIGKILLed right after writing its first frame labels into the .tmp archive."""
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from lhotse import NumpyHdf5Writer
+        store = NumpyHdf5Writer.store_array
+        def store_then_die(self, *args, **kwargs):
+            store(self, *args, **kwargs)
+            self.hdf.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        NumpyHdf5Writer.store_array = store_then_die
+        from asr_kd.align.stage import align_corpus
+        from asr_kd.align.train_mono import MonoConfig
+        align_corpus({str(corpus / "fbank")!r}, {CORPUS!r}, {str(corpus / "lang")!r}, {str(tmp_path / "ali")!r},
+                     {str(tmp_path / "exp")!r}, splits=("train", "dev"), device="cpu", max_skipped_share=0.1,
+                     config=MonoConfig(num_iters=2, realign_iters=(1,), total_gauss=12, max_utts=100))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    left = list((tmp_path / "ali").glob(f".tmp.*.{CORPUS}_frame_labels_train.h5"))
+    assert len(left) == 1 and (tmp_path / "exp/final.gmm.pt").is_file()
+    assert not (tmp_path / f"ali/{CORPUS}_cuts_train.jsonl.gz").exists()
+    _align(corpus, tmp_path)
+    assert not list((tmp_path / "ali").glob(".tmp.*"))
+    reference = tmp_path / "uninterrupted"
+    _align(corpus, reference)
+    assert _labels(tmp_path, "train") == _labels(reference, "train")

@@ -35,9 +35,10 @@ def _fbank(manifests: Path, out: Path, **kw) -> dict:
 
 
 def _unfinished(out: Path, split: str) -> bool:
-    return not (out / f"{CORPUS}_cuts_{split}.jsonl.gz").exists() and not (
-        out / f"{CORPUS}_cuts_{split}.done.json"
-    ).exists()
+    return (
+        not (out / f"{CORPUS}_cuts_{split}.jsonl.gz").exists()
+        and not (out / f"{CORPUS}_cuts_{split}.done.json").exists()
+    )
 
 
 def test_second_writer_is_refused_and_lock_dies_with_its_holder(manifests, tmp_path, lock_holder):
@@ -150,8 +151,11 @@ def test_bad_audio_is_skipped_with_what_is_wrong_with_the_file(tmp_path):
     skipped = {line.split("\t")[0]: (line.split("\t")[1], line.split("\t")[3]) for line in lines}
     assert skipped["short-1"][0] == "truncated_audio"
     assert "holds 28 samples (0.002 s) but the manifest says 16000 (1.000 s)" in skipped["short-1"][1]
-    assert skipped["rate-1"] == ("sampling_rate_mismatch", f"{audio}/rate.wav: the file is 16000 Hz but the "
-                                 "recordings manifest says 8000 Hz (a stale or wrong manifest: prepare it again)")
+    assert skipped["rate-1"] == (
+        "sampling_rate_mismatch",
+        f"{audio}/rate.wav: the file is 16000 Hz but the "
+        "recordings manifest says 8000 Hz (a stale or wrong manifest: prepare it again)",
+    )
     assert skipped["nan-1"] == ("non_finite_audio", f"{audio}/nan.wav: non-finite samples: 10 of 16000 are NaN or "
                                 "infinite")  # fmt: skip
     assert not any("report this issue" in line or "convert float NaN" in line for line in lines)
