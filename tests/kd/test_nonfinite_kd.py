@@ -77,3 +77,16 @@ def test_evaluate_skips_the_nan_cut_and_counts_it(setup):
     assert result["num_skipped"] == 1 and list(result["skipped"]) == [setup["bad"]]
     assert result["num_frames"] == sum(c.num_frames for c in cuts if c.id != setup["bad"])
     assert all(math.isfinite(a) for a in result["models"].values()) and math.isfinite(result["ensemble"])
+
+
+def test_a_concurrent_cache_run_is_refused_by_the_lock(setup, lock_holder):
+    """A second `asr-kd cache` of the same rank on one cache dir stops at once with the holder's pid (it
+    used to fail on the first run's temporary shard with a raw 'No such file or directory')."""
+    from asr_kd.guard import StageError
+
+    cache_dir = setup["root"] / "cache-locked"
+    holder = lock_holder(cache_dir, "cache-train-rank0")
+    with pytest.raises(StageError, match=rf"is being written by another .* run \(pid {holder.pid}"):
+        build_cache(setup["teachers"], setup["data"] / "train.jsonl.gz", cache_dir, temperature=T, storage="topk",
+                    k=2, num_shards=2, device="cpu")  # fmt: skip
+    assert not (cache_dir / "metadata.json").exists()
