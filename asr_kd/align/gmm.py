@@ -367,6 +367,15 @@ class DiagGmm:
         )
         return gmm.to(device) if device is not None else gmm
 
+    def subset(self, pdfs: torch.Tensor) -> DiagGmm:
+        """The GMMs of ``pdfs`` only (pdf ``pdfs[k]`` becomes pdf k), trimmed to their largest mixture:
+        forced alignment evaluates the few pdfs of one utterance's graph, not all of them."""
+        pdfs = torch.as_tensor(pdfs, dtype=torch.long, device=self.device)
+        num_gauss = self.num_gauss_per_pdf[pdfs]
+        m = max(1, int(num_gauss.max())) if len(pdfs) else 1
+        return DiagGmm(self.means[pdfs, :m], self.vars[pdfs, :m], self.log_weights[pdfs, :m], num_gauss,
+                       self.center)
+
     def to(self, device: torch.device | str) -> DiagGmm:
         """Move every tensor to ``device`` (in place, like ``nn.Module.to``); returns self."""
         for name in ("means", "vars", "log_weights", "num_gauss_per_pdf", "center", "pdf_occupancy"):

@@ -85,10 +85,11 @@ def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[T
     if not words:
         return None, "empty_transcript"
     try:
+        pdfs = None
         if system is None:
             graph = utterance_graph(lang, words)
         else:
-            graph = context_graph(lang, words, system.tree, system.transitions)
+            graph, pdfs = context_graph(lang, words, system.tree, system.transitions, local_pdfs=True)
         needed = min_num_frames(lang, words)
     except AlignmentError as e:
         return None, f"no_pronunciation: {e}"
@@ -102,7 +103,7 @@ def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[T
     if bad:
         return None, f"non_finite_features: {bad} of {np.size(fbank)} fbank values are NaN or infinite"
     feats = gmm_features(torch.from_numpy(fbank))
-    return TrainingUtterance(cut.id, words, graph, feats), None
+    return TrainingUtterance(cut.id, words, graph, feats, pdfs=pdfs), None
 
 
 def _load_many(cuts: Sequence, lang: Lang, skipped: dict[str, str], desc: str,
@@ -179,6 +180,7 @@ def _align_corpus(cuts_dir: Path, corpus: str, lang_dir, output_dir: Path, exp_d
     model_path = exp_dir / "final.gmm.pt"
     expected_sha = lang_sha256(lang)
     pass_reports: dict[str, dict] = {}
+    timing: dict[str, float] = {}
     if model_path.is_file():
         system = GmmSystem.load(model_path, expected_lang_sha256=expected_sha, device=dev)
         if system.config.get("training") != json_roundtrip(train_config):
@@ -190,7 +192,7 @@ def _align_corpus(cuts_dir: Path, corpus: str, lang_dir, output_dir: Path, exp_d
             pass_reports = json.loads(passes_path.read_text())
     else:
         system, pass_reports = _train(cut_sets, train_split, lang, cfg, passes, dev, num_jobs, exp_dir, ref_map,
-                                      train_config)
+                                      train_config, timing)
     system_sha256 = file_sha256(model_path)
     counts = None
     reports: dict[str, dict] = {}
@@ -208,12 +210,15 @@ def _align_corpus(cuts_dir: Path, corpus: str, lang_dir, output_dir: Path, exp_d
                 logging.warning(f"realigning {split}: {stale}")
             out_cuts.unlink(missing_ok=True)  # nothing stale may look finished while this run works
             artifact_key_path(out_cuts).unlink(missing_ok=True)
+            start = time.perf_counter()
             try:
                 aligned, skipped = _align_split(cut_sets[split], lang, system, dev, num_jobs, output_dir, corpus,
                                                 split)
             except Exception as exc:  # h5py wraps a full disk in its own errors: stop, do not skip
                 raise_if_output_error(exc, h5)
                 raise
+            timing[f"align_{split}"] = time.perf_counter() - start
+            timing[f"audio_{split}"] = sum(c.duration for c in cut_sets[split])
             skipped_path = exp_dir / f"skipped_{split}.txt"
             write_text(skipped_path, "".join(f"{k}\t{v}\n" for k, v in sorted(skipped.items())))
             check_skipped_share(
@@ -232,6 +237,8 @@ def _align_corpus(cuts_dir: Path, corpus: str, lang_dir, output_dir: Path, exp_d
     if counts is not None:
         write_text(exp_dir / "pdf_counts.txt", "".join(f"{int(c)}\n" for c in counts))
     pass_reports[system.name] = {split: _headline(r) for split, r in reports.items()}
+    if timing:
+        write_json(exp_dir / "timing.json", timing)
     return _write_report(reports, exp_dir, pass_reports, system.name)
 
 
@@ -249,18 +256,23 @@ def _read_cuts(cuts_dir: Path, corpus: str, split: str) -> CutSet:
 
 def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoConfig,
            passes: Sequence[tuple[str, TriConfig]], dev, num_jobs: int, exp_dir: Path, ref_map,
-           train_config: dict) -> tuple[GmmSystem, dict[str, dict]]:
-    """Train mono and every pass; each is saved (``<name>.gmm.pt``) and scored on the scored splits."""
+           train_config: dict, timing: dict[str, float]) -> tuple[GmmSystem, dict[str, dict]]:
+    """Train mono and every pass; each is saved (``<name>.gmm.pt``) and scored on the scored splits.
+    Seconds spent go into ``timing`` (``train_audio``: seconds of training audio)."""
     cuts = list(cut_sets[train_split])
     rng = np.random.default_rng(cfg.seed)
     if len(cuts) > cfg.max_utts:
         cuts = [cuts[i] for i in sorted(rng.choice(len(cuts), cfg.max_utts, replace=False))]
     skipped: dict[str, str] = {}
+    start = time.perf_counter()
     utts = _load_many(cuts, lang, skipped, "load training cuts")
+    timing["load"] = time.perf_counter() - start
+    timing["train_audio"] = sum(u.feats.shape[0] for u in utts) * 0.01
     logging.info(f"training the aligner on {len(utts)} cuts ({sum(u.feats.shape[0] for u in utts)} frames)")
     start = time.perf_counter()
     gmm = train_mono(utts, lang, cfg, dev, num_jobs)
-    logging.info(f"monophone aligner trained in {time.perf_counter() - start:.1f} s")
+    timing["mono"] = time.perf_counter() - start
+    logging.info(f"monophone aligner trained in {timing['mono']:.1f} s")
     mono_cfg = {"acoustic_scale": cfg.acoustic_scale, "beam": cfg.beam, "retry_beam": cfg.retry_beam,
                 "boost_silence": 1.0}
     system = GmmSystem("mono", gmm, {"kind": "deltas"}, ContextDependency.monophone(lang),
@@ -269,9 +281,11 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     for name, tri_cfg in passes:
         start = time.perf_counter()
         system = train_tri(utts, system, lang, tri_cfg, dev, num_jobs, name=name)
-        logging.info(f"{name} trained in {time.perf_counter() - start:.1f} s")
+        timing[name] = time.perf_counter() - start
+        logging.info(f"{name} trained in {timing[name]:.1f} s")
         systems.append(system)
     pass_reports: dict[str, dict] = {}
+    start = time.perf_counter()
     scored = [s for s, c in cut_sets.items() if _has_reference(c)]
     for sys_ in systems:
         sys_.config["training"] = json_roundtrip(train_config)
@@ -281,6 +295,7 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
                 split: _headline(_score_system(cut_sets[split], lang, sys_, dev, num_jobs, ref_map))
                 for split in scored
             }
+    timing["score_passes"] = time.perf_counter() - start
     write_json(exp_dir / "passes.json", pass_reports)
     system.tree.save(exp_dir / "tree.json")
     system.transitions.save(exp_dir / "transitions.json")
@@ -299,7 +314,8 @@ def _align_utts(utts: list[TrainingUtterance], lang: Lang, system: GmmSystem, de
     feats = [transform_gmm_features(system.transform, u.feats) for u in utts]
     pass_cfg = TriConfig(**{k: v for k, v in system.config.get("pass", {}).items()
                             if k in ("acoustic_scale", "beam", "retry_beam", "boost_silence")})
-    return align_system(system, [u.graph for u in utts], feats, lang, pass_cfg, dev, num_jobs)
+    return align_system(system, [u.graph for u in utts], feats, lang, pass_cfg, dev, num_jobs,
+                        pdf_sets=[u.pdfs for u in utts])
 
 
 def _score_system(cuts: CutSet, lang: Lang, system: GmmSystem, dev, num_jobs: int, ref_map) -> dict:

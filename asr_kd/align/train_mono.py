@@ -49,6 +49,7 @@ class TrainingUtterance:
     graph: object  # kaldifst.StdVectorFst
     feats: torch.Tensor  # (T, D) GMM features
     labels: np.ndarray | None = None  # (T,) pdf ids of the current alignment
+    pdfs: np.ndarray | None = None  # graph input label k + 1 is pdf pdfs[k] (context graphs); None: pdf k
 
 
 def batched_log_likelihoods(gmm: DiagGmm, feats: Sequence[torch.Tensor], device: torch.device) -> list[np.ndarray]:

@@ -84,35 +84,36 @@ def system_log_likelihoods(
     device,
     boost_silence: float = 1.0,
     silence_mask: np.ndarray | None = None,
+    pdf_sets: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """(T_i, num_pdfs) float32 log-likelihoods of already transformed features; silence boosted by
-    ``log(boost_silence)`` (Kaldi's gmm-boost-silence scales the silence pdfs' weights)."""
-    lengths = [f.shape[0] for f in feats]
-    out: list[np.ndarray] = []
-    boost = (
-        math.log(boost_silence)
-        if boost_silence != 1.0 and silence_mask is not None
-        else 0.0
-    )
-    start = 0
-    while start < len(feats):
-        end, frames = start, 0
-        while end < len(feats) and (
-            frames == 0 or frames + lengths[end] <= CHUNK_FRAMES
-        ):
-            frames += lengths[end]
-            end += 1
+    """Float32 log-likelihoods of already transformed features, (T_i, num_pdfs), or (T_i, len(pdf_sets[i]))
+    of only those pdfs; silence boosted by ``log(boost_silence)`` (Kaldi's gmm-boost-silence scales the
+    silence pdfs' weights)."""
+    boost = math.log(boost_silence) if boost_silence != 1.0 and silence_mask is not None else 0.0
+    if pdf_sets is None:
+        lengths = [f.shape[0] for f in feats]
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(feats):
+            end, frames = start, 0
+            while end < len(feats) and (frames == 0 or frames + lengths[end] <= CHUNK_FRAMES):
+                frames += lengths[end]
+                end += 1
+            with torch.no_grad():
+                x = torch.cat(list(feats[start:end])).to(device)
+                ll = system.gmm.log_likelihoods(x).float().cpu().numpy()
+            if boost:
+                ll[:, silence_mask] += boost
+            out.extend(np.split(ll, np.cumsum(lengths[start:end])[:-1]))
+            start = end
+        return out
+    out = []
+    for x, pdfs in zip(feats, pdf_sets):
         with torch.no_grad():
-            ll = (
-                system.gmm.log_likelihoods(torch.cat(list(feats[start:end])).to(device))
-                .float()
-                .cpu()
-                .numpy()
-            )
+            ll = system.gmm.subset(torch.from_numpy(pdfs)).log_likelihoods(x.to(device)).float().cpu().numpy()
         if boost:
-            ll[:, silence_mask] += boost
-        out.extend(np.split(ll, np.cumsum(lengths[start:end])[:-1]))
-        start = end
+            ll[:, silence_mask[pdfs]] += boost
+        out.append(ll)
     return out
 
 
@@ -124,19 +125,20 @@ def align_system(
     cfg: TriConfig,
     device,
     num_jobs: int,
+    pdf_sets: Sequence[np.ndarray] | None = None,
 ) -> list[Alignment | None]:
-    """Viterbi alignments of transformed ``feats`` over context ``graphs``."""
+    """Viterbi alignments of transformed ``feats`` over context ``graphs`` (with ``pdf_sets``: graphs
+    of local pdf labels, :func:`asr_kd.hmm.graph.context_graph` ``local_pdfs``); pdf ids are global."""
     loglikes = system_log_likelihoods(
-        system, feats, device, cfg.boost_silence, silence_pdf_mask(system.tree, lang)
+        system, feats, device, cfg.boost_silence, silence_pdf_mask(system.tree, lang), pdf_sets
     )
-    return align_batch(
-        graphs,
-        loglikes,
-        num_jobs=num_jobs,
-        beam=cfg.beam,
-        retry_beam=cfg.retry_beam,
-        acoustic_scale=cfg.acoustic_scale,
-    )
+    alignments = align_batch(graphs, loglikes, num_jobs=num_jobs, beam=cfg.beam, retry_beam=cfg.retry_beam,
+                             acoustic_scale=cfg.acoustic_scale)
+    if pdf_sets is not None:
+        for ali, pdfs in zip(alignments, pdf_sets):
+            if ali is not None:
+                ali.pdf_ids = pdfs[ali.pdf_ids].astype(np.int32)
+    return alignments
 
 
 def convert_alignment(
@@ -319,9 +321,7 @@ def train_tri(
     graphs = None
     for it in tqdm(range(cfg.num_iters), desc=f"train {name}", unit="iter"):
         if it in cfg.realign_iters:
-            graphs = [
-                context_graph(lang, u.words, tree, system.transitions) for u in utts
-            ]
+            graphs = [context_graph(lang, u.words, tree, system.transitions, local_pdfs=True) for u in utts]
             labels, failed = _realign(
                 system, graphs, feats, labels, lang, cfg, device, num_jobs
             )
@@ -342,7 +342,7 @@ def train_tri(
         logger.info(
             f"{name} iter {it}: avg log-likelihood/frame {info.avg_log_like:.3f}; {gmm.total_gauss} Gaussians"
         )
-    graphs = [context_graph(lang, u.words, tree, system.transitions) for u in utts]
+    graphs = [context_graph(lang, u.words, tree, system.transitions, local_pdfs=True) for u in utts]
     labels, failed = _realign(
         system, graphs, feats, labels, lang, cfg, device, num_jobs
     )
@@ -356,7 +356,9 @@ def train_tri(
 
 
 def _realign(system, graphs, feats, labels, lang, cfg, device, num_jobs):
-    alignments = align_system(system, graphs, feats, lang, cfg, device, num_jobs)
+    """Realign with ``graphs`` ((graph, local pdfs) pairs); utterances that fail keep their labels."""
+    alignments = align_system(system, [g for g, _ in graphs], feats, lang, cfg, device, num_jobs,
+                              pdf_sets=[pdfs for _, pdfs in graphs])
     new, failed = [], 0
     for old, ali in zip(labels, alignments):
         if ali is None:

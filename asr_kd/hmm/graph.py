@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import kaldifst
+import numpy as np
 
 from asr_kd.align.graph import _symbol_table, pronunciations
 
@@ -74,8 +75,17 @@ def context_graph(
     tree: ContextDependency,
     transitions: TransitionModel,
     optional_silence: bool = True,
-) -> kaldifst.StdVectorFst:
+    local_pdfs: bool = False,
+):
     """The forced-alignment graph of one transcript for a context-dependent model (module docstring).
+
+    Args:
+        local_pdfs: number the graph's pdfs locally: input label ``k + 1`` stands for pdf ``pdfs[k]``, and
+            ``(graph, pdfs)`` is returned, so that the search reads a ``(T, len(pdfs))`` matrix of only the
+            pdfs this transcript can use (a few dozen of thousands).
+
+    Returns:
+        The graph (input labels pdf id + 1), or ``(graph, pdfs)`` with ``local_pdfs``.
 
     Raises:
         AlignmentError: a word has no pronunciation.
@@ -92,6 +102,8 @@ def context_graph(
         out.add_state()
     out.start = cfst.start
     centre = tree.central_position
+    local: dict[int, int] = {}
+    label = (lambda pdf: local.setdefault(pdf, len(local))) if local_pdfs else (lambda pdf: pdf)
     for state in range(cfst.num_states):
         final = cfst.final(state)
         if final.value != math.inf:
@@ -106,7 +118,7 @@ def context_graph(
                 continue
             _add_hmm(
                 out,
-                [tree.pdf(window, s) for s in range(_num_states(lang, phone))],
+                [label(tree.pdf(window, s)) for s in range(_num_states(lang, phone))],
                 [
                     transitions.log_probs(phone, s)
                     for s in range(_num_states(lang, phone))
@@ -118,6 +130,8 @@ def context_graph(
             )
     out.output_symbols = _symbol_table(tuple(lang.phone_symbols))
     kaldifst.arcsort(out, sort_type="ilabel")
+    if local_pdfs:
+        return out, np.array(sorted(local, key=local.get), dtype=np.int64)
     return out
 
 

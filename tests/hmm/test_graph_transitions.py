@@ -137,3 +137,27 @@ def make_lang_other(tmp_path):
     return prepare_lang(
         tmp_path / "other.txt", tmp_path / "other_lang", num_states=2, num_sil_states=1
     )
+
+
+def test_local_pdf_graph_aligns_like_the_global_one(lang) -> None:
+    tree, trans = triphone_tree(lang), TransitionModel.from_lang(lang)
+    graph = context_graph(lang, ["b", "a"], tree, trans)
+    local, pdfs = context_graph(lang, ["b", "a"], tree, trans, local_pdfs=True)
+    assert sorted(pdfs.tolist()) == [0, 2, 3, 4, 5, 6, 7, 8]  # SPN (1) is not in this transcript
+    loglikes = np.log(np.random.default_rng(3).dirichlet(np.ones(tree.num_pdfs), size=9)).astype(np.float32)
+    full = viterbi_align(graph, loglikes, beam=1e4)
+    part = viterbi_align(local, loglikes[:, pdfs], beam=1e4)
+    assert pdfs[part.pdf_ids].tolist() == full.pdf_ids.tolist()
+    assert part.score == pytest.approx(full.score, abs=1e-4)
+
+
+def test_gmm_subset_gives_the_columns_of_the_full_model() -> None:
+    g = torch.Generator().manual_seed(0)
+    gmm = DiagGmm(torch.randn(6, 3, 4, generator=g), torch.rand(6, 3, 4, generator=g) + 0.5,
+                  torch.log_softmax(torch.randn(6, 3, generator=g), -1))
+    gmm.log_weights[2, 1:] = -math.inf
+    gmm.num_gauss_per_pdf[2] = 1
+    x = torch.randn(10, 4, generator=g)
+    pdfs = torch.tensor([4, 2, 0])
+    assert torch.allclose(gmm.subset(pdfs).log_likelihoods(x), gmm.log_likelihoods(x)[:, pdfs], atol=1e-5)
+    assert gmm.subset(torch.tensor([2])).max_gauss == 1
