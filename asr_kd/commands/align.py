@@ -16,7 +16,10 @@ def _add_align(sub) -> None:
         "Viterbi re-estimation with kaldi-decoder) on the train split, aligns every split and writes "
         "<output-dir>/<corpus>_cuts_<split>.jsonl.gz with a `frame_labels` TemporalArray (int32 pdf "
         "ids, exact, HDF5), pdf_counts.txt (priors) and, where the cuts carry reference phone tiers, "
-        "report.json/report.txt into --exp-dir.",
+        "report.json/report.txt into --exp-dir. Holds a lock on --output-dir and --exp-dir; an aligned split "
+        "is reused only when aligned by the same final.gmm.pt from the same cuts (its .key.json) and its "
+        "files are as recorded. Cuts with unreadable or non-finite features are skipped by id; a split "
+        "skipping more than --max-skipped-share fails; a write error stops the stage.",
     )
     p.add_argument("--cuts-dir", type=Path, default=Path("data/fbank"), help="where stage 1 wrote the cuts")
     p.add_argument("--corpus", required=True, help="manifest prefix of the cuts, e.g. synth_digits")

@@ -151,7 +151,10 @@ def _add_features(sub) -> None:
         help="stage 1: 80-dim fbank into LilcomChunkyWriter and <corpus>_cuts_<split>.jsonl.gz",
         description="Stage 1. Validates every recording/supervision (missing, unreadable or empty "
         "audio, empty transcripts are skipped and counted; other sample rates are resampled), "
-        "computes lhotse Fbank features and writes <output-dir>/<corpus>_cuts_<split>.jsonl.gz.",
+        "computes lhotse Fbank features and writes <output-dir>/<corpus>_cuts_<split>.jsonl.gz, then "
+        "<corpus>_cuts_<split>.done.json (sizes/checksums of its files). Holds a lock on --output-dir; a rerun "
+        "skips a split only when its files are as recorded. A write error (disk full, file-size limit) stops "
+        "the stage; a split skipping more than --max-skipped-share fails.",
     )
     p.add_argument("--manifest-dir", type=Path, default=Path("data/manifests"), help="stage 0's manifests")
     p.add_argument("--corpus", required=True, help=f"manifest prefix, e.g. one of {', '.join(CORPORA)}")
@@ -181,7 +184,9 @@ def _add_lang(sub) -> None:
         "lang",
         help="stage 2: phones, words, lexicon, HMM topology and pdf ids in a lang directory",
         description="Stage 2. Builds data/lang from a lexicon: phones.txt, words.txt, lexicon.txt, "
-        "lexicon_disambig.txt, the HMM topology and the pdf-id table (lang.json is written last).",
+        "lexicon_disambig.txt, the HMM topology and the pdf-id table (lang.json is written last, with the "
+        "sizes and checksums of the other files). Holds a lock on --lang-dir; an existing lang dir is reused "
+        "only when built from the same lexicon and config and its files are as recorded, else rebuilt.",
     )
     p.add_argument("--lexicon", type=Path, required=True, help="lexicon.txt: WORD PHONE1 PHONE2 ...")
     p.add_argument("--lang-dir", type=Path, default=Path("data/lang"), help="the lang directory to build")
