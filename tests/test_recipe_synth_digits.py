@@ -15,7 +15,7 @@ from lhotse.qa import validate_recordings_and_supervisions
 from asr_kd.data.lang import Lang
 from asr_kd.data.lexicon import read_lexicon
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # stages 0-7, two seeds per student
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
@@ -33,8 +33,8 @@ def recipe(tmp_path_factory):
     run_recipe(
         root / "data", root / "exp", "--hours", "0.03", "--seed", "5", "--nj", "2", "--stop-stage", "7",
         "--teachers", "dnn:student-small:1 tdnn:student-small:2", "--teacher-epochs", "3", "--k", "4",
-        "--max-duration", "30", "--student", "dnn:student-small:7", "--student-epochs", "3",
-        "--small-fraction", "0.3", "--small-epochs", "3", "--sweep-temperatures", "1",
+        "--max-duration", "30", "--student", "dnn:student-small", "--student-seeds", "7 8",
+        "--fractions", "30:3 100:3", "--table5-fraction", "0.3", "--sweep-temperatures", "1", "--sweep-seeds", "7",
         "--max-skipped-share", "0.5",  # the aligner of a 0.03 h corpus cannot align 2 of the 5 dev cuts
     )  # fmt: skip
     return root
@@ -222,11 +222,14 @@ def test_students_hard_and_distilled(recipe):
     from asr_kd.models.checkpoint import load_checkpoint
 
     chance = 1.0 / Lang.load(recipe / "data/lang").num_pdfs
-    hard = load_checkpoint(recipe / "exp/student-hard/epoch-3.pt").extra["train_config"]
-    kd = load_checkpoint(recipe / "exp/student-kd/epoch-3.pt").extra["train_config"]
+    hard = load_checkpoint(recipe / "exp/student-hard-f100-s7/epoch-3.pt").extra["train_config"]
+    kd = load_checkpoint(recipe / "exp/student-kd-f100-s8/epoch-3.pt").extra["train_config"]
+    assert hard["seed"] == 7 and kd["seed"] == 8
+    small = load_checkpoint(recipe / "exp/student-kd-f30-s7/epoch-3.pt").extra["train_config"]
+    assert small["data"]["train_fraction"] == 0.3 and small["alpha"] == 0.9
     assert hard["alpha"] == 0 and hard["data"]["train_cuts"].endswith("ali/synth_digits_cuts_train.jsonl.gz")
     assert kd["alpha"] == 0.5 and kd["temperature"] == 2.0 and kd["cache_metadata_sha256"]
-    assert kd["data"]["train_cuts"].endswith("cuts_soft_train.jsonl.gz")
+    assert kd["data"]["train_cuts"].endswith("ali/synth_digits_cuts_train.jsonl.gz")  # targets looked up by id
     for result in json.loads((recipe / "exp/students.json").read_text()):
         assert all(acc > 4 * chance for acc in result["models"].values())
 
@@ -257,4 +260,36 @@ def test_decode_and_report_cover_every_role(recipe):
     assert sweep == [1.0, 2.0]
     assert (exp / "temperature_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| ensemble" in (exp / "RESULTS.md").read_text().lower()
-    assert results["config"]["student_epochs"] == 3
+    assert results["config"]["fractions"] == "30:3 100:3"
+
+
+def test_results_hold_per_seed_records_and_aggregates(recipe):
+    """Two seeds per student configuration: results.json keeps each seed's record and their aggregates."""
+    import json
+
+    exp = recipe / "exp"
+    results = json.loads((exp / "results.json").read_text())
+    names = {m["name"] for m in results["models"]}
+    for pct in (30, 100):
+        for kind in ("hard", "kd"):
+            assert {f"student-{kind}-f{pct}-s7", f"student-{kind}-f{pct}-s8"} <= names
+    configs = {c["name"]: c for c in results["configurations"]}
+    kd = configs["student-kd-f100"]
+    values = [m["frame_acc"] for m in results["models"] if m["name"] in ("student-kd-f100-s7", "student-kd-f100-s8")]
+    assert kd["seeds"] == [7, 8] and kd["frame_acc"]["n"] == 2
+    assert kd["frame_acc"]["mean"] == pytest.approx(sum(values) / 2)
+    assert kd["frame_acc"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    low, high = kd["frame_acc"]["ci95"]
+    assert low <= kd["frame_acc"]["mean"] <= high
+    diff = results["comparisons"]["distilled_vs_hard"]["frame_acc"]
+    assert diff["seeds"] == [7, 8] and diff["n"] == 2
+    assert results["comparisons"]["gain_recovered"]["frame_acc"]["n"] == 2
+    assert results["comparisons"]["gap_closed"]["fraction"] == 0.3
+    test = results["wer_tests"]["distilled_vs_hard"]
+    assert test["pooled"]["seeds"] == [7, 8] and len(test["per_seed"]) == 2
+    assert 0 < test["pooled"]["bootstrap"]["p_value"] <= 1
+    assert [r["train_fraction"] for r in results["data_size_curve"]] == [0.3, 1.0]
+    assert (exp / "data_size_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (exp / "decode" / "utt-errors-student-kd-f100-s8.tsv").is_file()
+    md = (exp / "RESULTS.md").read_text()
+    assert "## Paired WER tests" in md and "## Data-size curve" in md and " ± " in md

@@ -16,7 +16,7 @@
 #   4  teachers  one model per entry of $teachers (arch:size:seed) -> exp/librispeech/teacher-<i>/
 #   5  cache     ensemble posteriors at temperature $temperature (and $sweep_temperatures), top-$k ->
 #                exp/librispeech/cache-T<T>/; frame accuracy of the teachers, their mean and the ensemble
-#   6  distill   hard-label and distilled students, both also on $small_fraction of the data, and the T sweep
+#   6  distill   hard-label and distilled students per seed of $student_seeds on each share of $fractions, and the T sweep
 #   7  decode    every model on $test_split (WER, frame accuracy), asr-kd report -> exp/librispeech/RESULTS.md
 #   (stages 1-3 are recipes/shared/data_stages.sh and 4-7 recipes/shared/kd_stages.sh, as in
 #   recipes/synth_digits/run.sh; the tests run stages 0-3 on a miniature corpus)

@@ -8,9 +8,15 @@
 #       --test-cuts data/ali/synth_digits_cuts_test.jsonl.gz --tune-cuts data/ali/synth_digits_cuts_dev.jsonl.gz \
 #       --recipe-settings "name=synth_digits hours=1.0 seed=42"
 #
-# Outputs under $exp: teacher-<i>/, cache-T<T>/, teachers.json, student-{hard,kd}/, student-{hard,kd}-small/,
-# student-kd-T<T>/, students.json, decode/ (recogs-*, errs-*, wer-summary-*, result-*.json),
-# recipe_config.json (every setting below, resolved), results.json, RESULTS.md, temperature_sweep.png.
+# Students: every configuration is trained once per seed of $student_seeds (the report pairs them by seed):
+#   student-hard-f<pct>-s<seed>, student-kd-f<pct>-s<seed>   hard labels / distilled on <pct>% of the labeled
+#                                  training cuts, for each <pct> of $fractions (the data-size curve; 100: Table 1)
+#   student-kd-transfer-s<seed>    distilled on all the labeled cuts plus the unlabeled $transfer_cuts
+#   student-kd-T<T>-s<seed>        distilled at each T of $sweep_temperatures (seeds $sweep_seeds)
+# Outputs under $exp: teacher-<i>/, cache-T<T>/ (splits train, and transfer with $transfer_cuts),
+# teachers.json, the students above, students.json, decode/ (recogs-*, errs-*, wer-summary-*,
+# utt-errors-*, result-*.json), recipe_config.json (every setting below, resolved), results.json,
+# RESULTS.md, temperature_sweep.png, data_size_curve.png.
 set -euo pipefail
 
 stage=4
@@ -23,7 +29,7 @@ test_cuts=""        # aligned cuts decoded in stage 7
 tune_cuts=""        # dev cuts for the acoustic scale ("" if there are none: then acoustic_scale is a number)
 nj=2                # parallel decoding jobs
 device=auto
-teachers="tdnn:teacher:1 tdnn:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher
+teachers="tdnn:teacher:1 blstm:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher (>= 2 archs)
 teacher_epochs=8
 spec_augment=false  # SpecAugment masking of the training features
 max_duration=100    # seconds of audio per batch
@@ -33,13 +39,15 @@ num_workers=0       # DataLoader workers (0: load in the training process)
 save_every_n=500    # optimizer steps between mid-epoch resumable checkpoints (last.pt; 0: epoch ends only)
 temperature=2.0     # of the cached ensemble posteriors
 k=0                 # pdfs kept per frame in the cache (0: dense fp16)
-student="tdnn:student:7"  # arch:size:seed of the student
-student_epochs=12
-alpha=0.5           # weight of the soft-target term in the distillation loss
-small_fraction=0.03 # the paper's Table 5: students trained on this share of the training data
-small_epochs=50
-small_alpha=0.9
-sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature)
+student="tdnn:student"  # arch:size of the student
+student_seeds="7 8 9"   # every student configuration is trained once per seed
+alpha=0.5           # weight of the soft-target term on all the data (and with the transfer set)
+fractions="1:60 3:40 10:25 30:15 100:12"  # <percent of the labeled training cuts>:<epochs> of each student pair
+small_alpha=0.9     # alpha of the distilled students on less than 100% of the data
+table5_fraction=0.03  # the report's Table 5 rows and the gap closed (one of $fractions, as a share)
+transfer_cuts=""    # unlabeled cuts (no frame_labels): cached as split "transfer", then student-kd-transfer-s<seed>
+sweep_temperatures="1 4"  # extra distilled students at these temperatures (besides $temperature), all the data
+sweep_seeds=""      # seeds of the sweep students ("": $student_seeds)
 lm_order=3          # n-gram LM of the decoding graph, trained on the training transcripts
 lm_text=""          # a text file (one sentence per line) that trains the LM instead ("": the training transcripts)
 gmm_systems="mono:align/mono.gmm.pt tri1:align/tri1.gmm.pt tri2:align/tri2.gmm.pt"  # name:path under $exp of each GMM-HMM system decoded first (the ladder; missing ones are left out)
@@ -48,8 +56,9 @@ recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recip
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
 options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj device teachers teacher_epochs
-         spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_epochs alpha
-         small_fraction small_epochs small_alpha sweep_temperatures lm_order lm_text gmm_systems acoustic_scale)
+         spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_seeds alpha
+         fractions small_alpha table5_fraction transfer_cuts sweep_temperatures sweep_seeds lm_order lm_text gmm_systems
+         acoustic_scale)
 . "$(dirname "$0")/load_conf.sh" "$@"
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/log.sh"
@@ -58,6 +67,13 @@ for required in exp lang train_cuts valid_cuts test_cuts; do
   [ -n "${!required}" ] || { echo "$0: --${required//_/-} is required" >&2; exit 1; }
 done
 mkdir -p "$exp/log"
+[ -n "$sweep_seeds" ] || sweep_seeds=$student_seeds
+share() { awk -v p="$1" 'BEGIN { printf "%g", p / 100 }'; }  # percent -> share of the training cuts
+epochs_at() {  # the epochs of a percent of $fractions
+  local spec; for spec in $fractions; do [ "${spec%%:*}" = "$1" ] && { echo "${spec#*:}"; return; }; done
+  echo "$0: no entry for $1% in fractions='$fractions'" >&2; return 1
+}
+epochs_at 100 > /dev/null || exit 1  # the full-data students (Table 1, the sweep, the transfer set)
 
 augment=(); [ "$spec_augment" = true ] || augment=(--no-spec-augment)
 lm=(--lm-cuts "$train_cuts"); [ -z "$lm_text" ] || lm=(--lm-text "$lm_text")
@@ -92,6 +108,12 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     # shellcheck disable=SC2046
     asr-kd cache --teachers $(teacher_ckpts) --cuts "$train_cuts" --cache-dir "$cache" --temperature "$t" \
       "${storage[@]}" --device "$device" --log-file "$exp/log/cache.log"
+    if [ -n "$transfer_cuts" ] && [ "$t" = "$temperature" ]; then  # unlabeled cuts: same teachers, split "transfer"
+      log "Stage 5: cache the soft targets of the transfer cuts $transfer_cuts (T=$t)"
+      # shellcheck disable=SC2046
+      asr-kd cache --teachers $(teacher_ckpts) --cuts "$transfer_cuts" --split transfer --cache-dir "$cache" \
+        --temperature "$t" "${storage[@]}" --device "$device" --log-file "$exp/log/cache.log"
+    fi
     touch "$cache/.done"
   done
   log "Stage 5: frame accuracy of the teachers, their mean and the ensemble"
@@ -100,29 +122,58 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     --cuts "${eval_cuts[@]}"
 fi
 
-# distill NAME ALPHA T EPOCHS FRACTION: one student of $student (alpha 0: hard labels only)
+# distill NAME SEED ALPHA T EPOCHS FRACTION [EXTRA FLAGS]: one student of $student (alpha 0: hard labels only)
 distill() {
-  local name=$1 a=$2 t=$3 epochs=$4 fraction=$5 arch size seed
-  IFS=: read -r arch size seed <<< "$student"
+  local name=$1 seed=$2 a=$3 t=$4 epochs=$5 fraction=$6 arch size; shift 6
+  IFS=: read -r arch size _ <<< "$student"
   log "Stage 6: $name ($arch, $size, seed $seed, alpha $a, T $t, $fraction of the data, $epochs epochs)"
   # shellcheck disable=SC2046
   asr-kd distill --exp-dir "$exp/$name" --arch "$arch" --size "$size" --seed "$seed" \
     --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
     --teachers $(teacher_ckpts) --lang-dir "$lang" "${tree[@]}" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" \
     --num-epochs "$epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
-    --device "$device" --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}"
+    --device "$device" --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}" "$@"
+}
+
+# the students of every configuration: "<name> <role> <checkpoint>" lines, in training order
+students() {
+  local spec pct seed t a
+  for seed in $student_seeds; do
+    for spec in $fractions; do
+      pct=${spec%%:*}
+      echo "student-hard-f$pct-s$seed student_hard"
+      echo "student-kd-f$pct-s$seed student_kd"
+    done
+    [ -z "$transfer_cuts" ] || echo "student-kd-transfer-s$seed student_kd"
+  done
+  for seed in $sweep_seeds; do
+    for t in $sweep_temperatures; do echo "student-kd-T$t-s$seed student_kd_sweep"; done
+  done
 }
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  distill student-hard 0 "$temperature" "$student_epochs" 1
-  distill student-kd "$alpha" "$temperature" "$student_epochs" 1
-  distill student-hard-small 0 "$temperature" "$small_epochs" "$small_fraction"
-  distill student-kd-small "$small_alpha" "$temperature" "$small_epochs" "$small_fraction"
-  for t in $sweep_temperatures; do
-    distill "student-kd-T$t" "$alpha" "$t" "$student_epochs" 1
+  full=""
+  for seed in $student_seeds; do
+    for spec in $fractions; do
+      pct=${spec%%:*} epochs=${spec#*:}
+      a=$small_alpha; [ "$pct" = 100 ] && a=$alpha
+      distill "student-hard-f$pct-s$seed" "$seed" 0 "$temperature" "$epochs" "$(share "$pct")"
+      distill "student-kd-f$pct-s$seed" "$seed" "$a" "$temperature" "$epochs" "$(share "$pct")"
+    done
+    if [ -n "$transfer_cuts" ]; then
+      distill "student-kd-transfer-s$seed" "$seed" "$alpha" "$temperature" "$(epochs_at 100)" 1 \
+        --transfer-cuts "$transfer_cuts"
+    fi
+    full+=" $exp/student-hard-f100-s$seed/best-valid-acc.pt $exp/student-kd-f100-s$seed/best-valid-acc.pt"
   done
-  asr-kd evaluate --models "$exp/student-hard/best-valid-acc.pt" "$exp/student-kd/best-valid-acc.pt" \
-    --device "$device" --json "$exp/students.json" --cuts "${eval_cuts[@]}"
+  for seed in $sweep_seeds; do
+    for t in $sweep_temperatures; do
+      distill "student-kd-T$t-s$seed" "$seed" "$alpha" "$t" "$(epochs_at 100)" 1
+    done
+  done
+  # shellcheck disable=SC2086
+  [ -z "$full" ] || asr-kd evaluate --models $full --device "$device" --json "$exp/students.json" \
+    --cuts "${eval_cuts[@]}"
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
@@ -152,18 +203,11 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   for _ in $teachers; do decode "teacher-$i" teacher "$exp/teacher-$i/best-valid-acc.pt"; i=$((i + 1)); done
   # shellcheck disable=SC2046
   decode ensemble ensemble $(teacher_ckpts)
-  decode student-hard student_hard "$exp/student-hard/best-valid-acc.pt"
-  decode student-kd student_kd "$exp/student-kd/best-valid-acc.pt"
-  decode student-hard-small student_hard "$exp/student-hard-small/best-valid-acc.pt"
-  decode student-kd-small student_kd "$exp/student-kd-small/best-valid-acc.pt"
-  for t in $sweep_temperatures; do
-    decode "student-kd-T$t" student_kd_sweep "$exp/student-kd-T$t/best-valid-acc.pt"
-  done
+  while read -r name role; do decode "$name" "$role" "$exp/$name/best-valid-acc.pt" < /dev/null; done < <(students)
   log "Stage 7: the results table -> $exp/results.json, $exp/RESULTS.md"
   settings=()
   for name in "${options[@]}"; do settings+=("$name=${!name}"); done
   for kv in $recipe_settings; do settings+=("recipe.$kv"); done
-  settings+=("table5_fraction=$small_fraction")  # the report's Table 5 rows
   asr-kd write-config "$exp/recipe_config.json" "${settings[@]}"
   asr-kd report "$exp"
 fi

@@ -21,12 +21,13 @@
 #   5  cache     ensemble posteriors at $temperature and each of $sweep_temperatures (dense, or top-$k)
 #                -> exp/synth_digits/cache-T<T>/; frame accuracy of each teacher, their mean and the
 #                ensemble -> exp/synth_digits/teachers.json
-#   6  distill   the student ($student, arch:size:seed): hard labels (alpha 0) -> student-hard/; distilled
-#                (alpha $alpha, T $temperature) -> student-kd/; both on $small_fraction of the data ->
-#                student-{hard,kd}-small/; distilled at each T of $sweep_temperatures -> student-kd-T<T>/
+#   6  distill   the student ($student, arch:size) once per seed of $student_seeds: hard labels (alpha 0) and
+#                distilled, on each percentage of $fractions of the training cuts ->
+#                student-{hard,kd}-f<pct>-s<seed>/; distilled at each T of $sweep_temperatures ->
+#                student-kd-T<T>-s<seed>/ (and with --transfer-cuts: student-kd-transfer-s<seed>/)
 #   7  decode    every model and the ensemble on the test split (HCLG, kaldi-decoder, jiwer) ->
 #                exp/synth_digits/decode/; asr-kd report -> exp/synth_digits/{results.json,RESULTS.md,
-#                temperature_sweep.png}, and prints the tables
+#                temperature_sweep.png,data_size_curve.png}, and prints the tables
 #
 # Output tree:
 #   data/manifests/  synth_digits_{recordings,supervisions}_{train,dev,test}.jsonl.gz, wav/

@@ -19,8 +19,10 @@
 #                -> data/ali/synth_rm_cuts_{train,dev,test}.jsonl.gz, exp/synth_rm/align/report.{json,txt}
 #                (frame agreement and boundary accuracy against the synthesizer's phones)
 #   (stages 1-3 are recipes/shared/data_stages.sh, stages 4-7 recipes/shared/kd_stages.sh)
-#   4-7          teachers, soft-target cache, students, decoding and the report, as in synth_digits; the
-#                decoding LM is trained on synth_rm_lm_text.txt (no test sentence is in it)
+#   4-7          teachers, soft-target cache (train and transfer splits), students (hard and distilled on
+#                each fraction, with the unlabeled transfer split, the temperature sweep; every one per seed),
+#                decoding and the report, as in synth_digits; the decoding LM is trained on
+#                synth_rm_lm_text.txt (no test sentence is in it)
 set -euo pipefail
 
 stage=0
@@ -33,8 +35,15 @@ clean_copies=false  # true: also write the noise-free parallel recordings (corpu
 data=data         # data directory (manifests, features, lang, alignments)
 exp=exp/synth_rm
 device=auto
-# The settings of stages 4-7 are recipes/shared/kd_stages.sh's (`recipes/shared/kd_stages.sh --help`); any
-# of them given here (`--teacher-epochs 3`) or in a --conf file is handed on to it.
+# Stages 4-7 (recipes/shared/kd_stages.sh --help lists every setting; any given here, `--alpha 0.7`, or in a
+# --conf file is handed on). This recipe's own choices, sized for 2 CPU cores:
+teachers="tdnn:teacher:1 blstm:teacher:2 tdnn:teacher:3"  # 3 teachers, 2 architectures (2.4-2.5M parameters)
+teacher_epochs=6
+student="tdnn:student"      # 0.34M parameters: 7x smaller than the smallest teacher
+student_seeds="7 8 9"
+fractions="1:40 3:30 10:20 30:12 100:8"  # percent of the labeled training cuts : epochs
+sweep_temperatures="1 4"
+sweep_seeds="7"
 
 . "$(dirname "$0")/../shared/prologue.sh" "$@"   # --conf, the flags, log(), cd to the repository root
 
@@ -60,7 +69,10 @@ recipes/shared/data_stages.sh --stage "$stage" --stop-stage "$stop_stage" --corp
 recipes/shared/kd_stages.sh --stage "$stage" --stop-stage "$stop_stage" --exp "$exp" --lang "$lang" \
   --train-cuts "$ali/synth_rm_cuts_train.jsonl.gz" --valid-cuts "$ali/synth_rm_cuts_dev.jsonl.gz" \
   --test-cuts "$ali/synth_rm_cuts_test.jsonl.gz" --tune-cuts "$ali/synth_rm_cuts_dev.jsonl.gz" \
-  --lm-text "$manifests/synth_rm_lm_text.txt" --nj "$nj" --device "$device" --recipe-settings "name=synth_rm hours=$hours seed=$seed nj=$nj" \
+  --teachers "$teachers" --teacher-epochs "$teacher_epochs" --student "$student" --student-seeds "$student_seeds" \
+  --fractions "$fractions" --sweep-temperatures "$sweep_temperatures" --sweep-seeds "$sweep_seeds" \
+  --lm-text "$manifests/synth_rm_lm_text.txt" --transfer-cuts "$data/fbank/synth_rm_cuts_transfer.jsonl.gz" \
+  --nj "$nj" --device "$device" --recipe-settings "name=synth_rm hours=$hours seed=$seed nj=$nj" \
   ${conf:+--conf "$conf"} "${extra_options[@]}"
 
 log "Done (stages $stage..$stop_stage)."
