@@ -253,7 +253,7 @@ def test_decode_and_report_cover_every_role(recipe):
             assert (exp / "decode" / f"recogs-{m['name']}.txt").is_file()
     by_role = {m["role"]: m for m in results["models"]}
     assert by_role["ensemble"]["params"] == sum(m["params"] for m in results["models"] if m["role"] == "teacher")
-    fractions = sorted(m["train_fraction"] or 1.0 for m in results["models"] if m["role"] == "student_hard")
+    fractions = sorted({m["train_fraction"] or 1.0 for m in results["models"] if m["role"] == "student_hard"})
     assert fractions == [0.3, 1.0] and by_role["student_kd"]["alpha"] == 0.5
     assert [r["train_fraction"] for r in results["table5"]["rows"]] == [0.3, 0.3, 1.0, 1.0]
     sweep = sorted(p["temperature"] for p in results["temperature_sweep"])
