@@ -333,6 +333,7 @@ def train_tri(
             a = _mllt_step(gmm, feats, labels, device)
             _transform_gmm(gmm, a)
             transform["matrix"] = (a @ transform["matrix"].double()).float()
+            system.transform = dict(transform)  # the system keeps its own copy
             feats = [transform_gmm_features(transform, f) for f in base]
             logger.info(
                 f"{name} iter {it}: MLLT, log|det A| = {float(torch.linalg.slogdet(a)[1]):.3f}"

@@ -40,7 +40,8 @@ def _add_align(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="flat start and training subset")
     p.add_argument(
         "--retry-beam", type=float, default=1000.0,
-        help="Viterbi beam of the second try when the first (beam 10) reaches no final state (Kaldi: 40); "
+        help="triphone passes: Viterbi beam of the second try when the first (beam 10) reaches no final state "
+        "(Kaldi: 40; the monophone flat start keeps 40: a wide retry there forces bad early alignments); "
         "training graphs are small, so a wide retry costs little and loses no utterance",
     )  # fmt: skip
     p.add_argument(
@@ -79,7 +80,7 @@ def _run_align(args) -> None:
 
     cfg = MonoConfig(
         num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
-        acoustic_scale=args.acoustic_scale, seed=args.seed, retry_beam=args.retry_beam,
+        acoustic_scale=args.acoustic_scale, seed=args.seed,
     )  # fmt: skip
     align_corpus(
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,

@@ -87,6 +87,15 @@ def test_triphone_passes_beat_the_monophone_alignment(tmp_path) -> None:
     tri2_agree = agreement(utts, truths, tri2.tree.pdf_phone)
     assert tri2.transform["matrix"].shape == (20, 39)
     assert tri2_agree > mono_agree + 0.01, (mono_agree, tri1_agree, tri2_agree)
+    # the saved system (its own transform: LDA with MLLT composed in) reproduces the training alignment
+    from asr_kd.align.train_tri import align_system
+    from asr_kd.hmm.graph import context_graph
+    from asr_kd.hmm.system import transform_gmm_features
+
+    graphs = [context_graph(lang, u.words, tri2.tree, tri2.transitions, local_pdfs=True) for u in utts[:20]]
+    alis = align_system(tri2, [g for g, _ in graphs], [transform_gmm_features(tri2.transform, u.feats) for u in utts[:20]],
+                        lang, lda_cfg, dev, 1, pdf_sets=[p for _, p in graphs])
+    assert all(a.pdf_ids.tolist() == u.labels.tolist() for a, u in zip(alis, utts[:20]))
     # transitions were re-estimated: the true state durations are 2..6 frames (self-loop 0.5..0.8)
     p = tri2.transitions.self_loop[(lang.phone_to_id["a"], 1)]
     assert 0.5 < p < 0.85
