@@ -94,6 +94,8 @@ class SynthRmConfig:
     noise_floor_db: float = -60.0  # white noise floor re the clean utterance's peak (no digital silence)
     clean_copies: bool = False  # also write noise-free parallel recordings (corpus synth_rm_clean)
     sample_rate: int = SAMPLE_RATE
+    grammar_sha256: str = ""  # of the grammar file (set by prepare_synth_rm: another grammar is refused)
+    phone_map_sha256: str = ""  # of the phone map file (likewise)
 
 
 def read_phone_map(path: Path | str) -> dict[str, str]:
@@ -199,12 +201,15 @@ def prepare_synth_rm(
         raise ValueError(f"hours must be > 0, got {hours}")
     if num_jobs < 1:
         raise ValueError(f"num_jobs must be >= 1, got {num_jobs}")
-    cfg = SynthRmConfig(hours=hours, seed=seed, clean_copies=clean_copies, **overrides)
+    grammar, phone_map = read_grammar(grammar_path), read_phone_map(phone_map_path)
+    cfg = SynthRmConfig(
+        hours=hours, seed=seed, clean_copies=clean_copies, grammar_sha256=file_sha256(grammar_path),
+        phone_map_sha256=file_sha256(phone_map_path), **overrides,
+    )  # fmt: skip
     if set(cfg.split_shares) != set(SPLITS):
         raise ValueError(f"split_shares must name the splits {list(SPLITS)}, got {sorted(cfg.split_shares)}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    grammar, phone_map = read_grammar(grammar_path), read_phone_map(phone_map_path)
     config_path = output_dir / f"{CORPUS}_prepare_config.json"
     check_config(config_path, cfg)
 
@@ -273,9 +278,6 @@ def prepare_synth_rm(
     counts = pronunciation_counts(s for m in manifests.values() for s in m["supervisions"])
     write_lexicon(output_dir / f"{CORPUS}_lexicon.txt", lexicon_from_counts(counts))
     write_json(output_dir / f"{CORPUS}_stats.json", stats)
-    write_json(config_path, {
-        "config": asdict(cfg), "voice_variants": voices, "grammar": str(grammar_path),
-        "grammar_sha256": file_sha256(grammar_path), "phone_map": str(phone_map_path),
-        "phone_map_sha256": file_sha256(phone_map_path),
-    })  # fmt: skip
+    write_json(config_path, {"config": asdict(cfg), "voice_variants": voices, "grammar": str(grammar_path),
+                             "phone_map": str(phone_map_path)})  # fmt: skip
     return manifests

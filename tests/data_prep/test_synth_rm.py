@@ -134,8 +134,12 @@ def test_features_accept_the_unlabeled_split(tiny, tmp_path):
     assert stats["transfer"]["num_cuts"] == len(transfer) and stats["transfer"]["num_skipped"] == 0
 
 
-def test_rerun_skips_and_other_config_is_refused(tiny):
+def test_rerun_skips_and_other_config_is_refused(tiny, tmp_path):
     again = prepare_synth_rm(tiny, hours=0.02, seed=3, clean_copies=True, lm_sentences=300)
     assert len(again["train"]["supervisions"]) == len(_load(tiny, "train")[1])
     with pytest.raises(ValueError, match="another configuration"):
         prepare_synth_rm(tiny, hours=0.02, seed=4, clean_copies=True, lm_sentences=300)
+    grammar = tmp_path / "grammar.txt"
+    grammar.write_text(GRAMMAR_FILE.read_text() + "> where is $SHIP now\n")
+    with pytest.raises(ValueError, match="grammar_sha256"):
+        prepare_synth_rm(tiny, hours=0.02, seed=3, clean_copies=True, lm_sentences=300, grammar_path=grammar)
