@@ -16,7 +16,7 @@ What it does:
 2. Per row, in a fresh subprocess with ``torch.set_num_threads(1)`` and one onnxruntime intra-op thread: load
    the test cuts' features into memory, open the model(s), run the forward pass over every test cut in
    batches of ``--batch-size`` cuts, ``--repeats`` times; forward RTF = best forward time / audio duration;
-   peak RSS = the subprocess's ``ru_maxrss`` (so it includes the interpreter, torch, onnxruntime, lhotse and
+   peak RSS = the subprocess's ``VmHWM`` (so it includes the interpreter, torch, onnxruntime, lhotse and
    the features: the ``no model`` row measures that floor); model RSS = peak RSS minus the peak before the
    model was opened (weights, runtime and activations of the forward passes).
 3. WER with ``asr-kd decode``'s library path (``decode_cuts``: the acoustic scale tuned on the dev cuts,
@@ -44,6 +44,15 @@ from pathlib import Path
 from asr_kd.utils import setup_logging, write_json
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident set size in kB (``VmHWM``: unlike ``ru_maxrss``, it starts afresh at
+    ``exec``, so a subprocess does not inherit its parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: kB on Linux, bytes on macOS
+
+
 def forward_worker(spec: dict) -> dict:
     """Runs in the subprocess: time the forward passes of one row (module docstring, step 2)."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -63,7 +72,7 @@ def forward_worker(spec: dict) -> dict:
         if batch is not None:
             batches.append((batch["features"], batch["lengths"]))
     audio = sum(float(c.duration) for c in cuts)
-    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_data = peak_rss_kb()
     models = [open_model_file(p, "cpu", threads=1) for p in spec["models"]]
     times = []
     with torch.no_grad():
@@ -75,9 +84,8 @@ def forward_worker(spec: dict) -> dict:
             times.append(time.perf_counter() - start)
     return {"forward_seconds": min(times) if times else 0.0, "audio_seconds": audio,
             "rtf": (min(times) / audio) if times else 0.0, "params": sum(num_parameters(m) for m in models),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "rss_before_models_mb": rss_data / 1024.0,
-            "model_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_data) / 1024.0,
+            "peak_rss_mb": peak_rss_kb() / 1024.0, "rss_before_models_mb": rss_data / 1024.0,
+            "model_rss_mb": (peak_rss_kb() - rss_data) / 1024.0,
             "all_times": times}  # fmt: skip
 
 
@@ -94,14 +102,21 @@ def run_forward(models: list[str], args) -> dict:
 
 def export_all(args) -> dict[str, dict]:
     """ONNX files of the teachers and the student (module docstring, step 1): ``{name: export report}``."""
-    from asr_kd.models.export import export_model
+    from asr_kd.models.export import export_model, report_path_for
+    from asr_kd.utils import file_sha256
 
-    reports = {}
-    for i, ckpt in enumerate(args.teachers):
-        reports[f"teacher-{i}"] = export_model(ckpt, args.out_dir / f"teacher-{i}.onnx", args.calib_cuts,
-                                               num_cuts=args.calib_num_cuts)  # fmt: skip
-    reports[args.student_name] = export_model(args.student, args.out_dir / f"{args.student_name}.onnx",
-                                              args.calib_cuts, int8=args.int8, num_cuts=args.calib_num_cuts)  # fmt: skip
+    def export(ckpt: Path, name: str, int8: str | None) -> dict:
+        """The export report, reused when a finished export of the same checkpoint exists (so that a rerun
+        reuses the decode records of the same files)."""
+        out = args.out_dir / f"{name}.onnx"
+        if report_path_for(out).is_file():
+            old = json.loads(report_path_for(out).read_text())
+            if old["source_sha256"] == file_sha256(ckpt) and old["verification"].get("int8_mode") == int8:
+                return old
+        return export_model(ckpt, out, args.calib_cuts, int8=int8, num_cuts=args.calib_num_cuts)
+
+    reports = {f"teacher-{i}": export(ckpt, f"teacher-{i}", None) for i, ckpt in enumerate(args.teachers)}
+    reports[args.student_name] = export(args.student, args.student_name, args.int8)
     return reports
 
 

@@ -336,8 +336,8 @@ def decode_cuts(
         cmvn: with ``chunk_frames``, ``"utterance"`` (the model's own per-utterance CMVN: the same
             posteriors as the whole-utterance forward) or ``"running"`` (statistics of the frames received
             so far: causal).
-        threads: intra-op threads of the forward pass (torch and onnxruntime); 0 leaves the libraries'
-            defaults.
+        threads: intra-op threads of the forward pass (torch and onnxruntime; torch's setting is
+            process-wide); 0 leaves the libraries' defaults.
         lm_text: a text file, one sentence per line, that trains the LM instead of ``lm_cuts``.
         tree, transitions: ``tree.json`` and ``transitions.json`` of the align stage (asr_kd.hmm) for models
             of context-dependent pdfs; None: the lang's monophone pdfs and topology.
