@@ -40,9 +40,10 @@ def _add_align(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="flat start and training subset")
     p.add_argument(
         "--retry-beam", type=float, default=1000.0,
-        help="Viterbi beam of the second try when the first (beam 10) reaches no final state (Kaldi: 40; on "
-        "synth_rm 40 left 370-470 of 661 training utterances unaligned in the flat start's iterations); "
-        "training graphs are small, so a wide retry costs little",
+        help="triphone passes: Viterbi beam of the second try when the first (beam 10) reaches no final "
+        "state (Kaldi: 40); training graphs are small, so a wide retry costs little. The monophone flat "
+        "start keeps Kaldi's 40: an utterance it cannot align keeps its previous labels, and on synth_rm "
+        "that gave better monophones than a wide retry (recipes/synth_rm/RESULTS.md)",
     )  # fmt: skip
     p.add_argument(
         "--passes", nargs="*", default=["tri1", "tri2"], choices=("tri1", "tri2"),
@@ -80,7 +81,7 @@ def _run_align(args) -> None:
 
     cfg = MonoConfig(
         num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
-        acoustic_scale=args.acoustic_scale, seed=args.seed, retry_beam=args.retry_beam,
+        acoustic_scale=args.acoustic_scale, seed=args.seed,
     )  # fmt: skip
     align_corpus(
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,
