@@ -38,7 +38,7 @@ valid_split=dev-clean-2                # validation part of the models
 test_split=dev-clean-2                 # decoded in stage 7 (mini LibriSpeech has no test part)
 tune_split=""                          # dev part for the acoustic scale; "" keeps $acoustic_scale fixed
 # Settings of stages 4-7 whose LibriSpeech values differ from recipes/shared/kd_stages.sh's defaults; the
-# others (temperature, alpha, small_fraction, ...: `recipes/shared/kd_stages.sh --help`) are handed on.
+# others (temperature, alpha, student_seeds, ...: `recipes/shared/kd_stages.sh --help`) are handed on.
 teachers="tdnn:teacher:1 conformer:teacher:2 dnn:teacher:3"   # arch:size:seed of each teacher
 teacher_epochs=10
 spec_augment=true
@@ -47,9 +47,9 @@ lr=1e-3
 warmup_steps=200
 num_workers=2
 k=16              # top-k soft targets (0: dense)
-student_epochs=10
+fractions="3:30 100:10"  # percent of the labeled training cuts : student epochs
 acoustic_scale=0.1  # a number, or "tune" with --tune-split (e.g. --test-split test-clean --tune-split dev-clean)
-kd_settings=(teachers teacher_epochs spec_augment max_duration lr warmup_steps num_workers k student_epochs
+kd_settings=(teachers teacher_epochs spec_augment max_duration lr warmup_steps num_workers k fractions
              acoustic_scale)
 device=auto
 data=data
