@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from asr_kd.align.gmm import DiagGmm, num_gauss_schedule
-from asr_kd.align.train_mono import CHUNK_FRAMES, TrainingUtterance
+from asr_kd.align.train_mono import TrainingUtterance, batched_log_likelihoods
 from asr_kd.align.viterbi import Alignment, align_batch
 from asr_kd.data.lang import Lang
 from asr_kd.hmm.build_tree import (
@@ -91,21 +91,10 @@ def system_log_likelihoods(
     silence pdfs' weights)."""
     boost = math.log(boost_silence) if boost_silence != 1.0 and silence_mask is not None else 0.0
     if pdf_sets is None:
-        lengths = [f.shape[0] for f in feats]
-        out: list[np.ndarray] = []
-        start = 0
-        while start < len(feats):
-            end, frames = start, 0
-            while end < len(feats) and (frames == 0 or frames + lengths[end] <= CHUNK_FRAMES):
-                frames += lengths[end]
-                end += 1
-            with torch.no_grad():
-                x = torch.cat(list(feats[start:end])).to(device)
-                ll = system.gmm.log_likelihoods(x).float().cpu().numpy()
-            if boost:
+        out = batched_log_likelihoods(system.gmm, feats, device)
+        if boost:
+            for ll in out:
                 ll[:, silence_mask] += boost
-            out.extend(np.split(ll, np.cumsum(lengths[start:end])[:-1]))
-            start = end
         return out
     out = []
     for x, pdfs in zip(feats, pdf_sets):
