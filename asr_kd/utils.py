@@ -57,6 +57,16 @@ def write_json(path: Path | str, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: Path | str, what: str, hint: str = "") -> Any:
+    """The JSON object in ``path``; ValueError naming the file and ``what`` it should hold when it cannot
+    be read or parsed (``hint`` says how to get a good one, e.g. "rerun `asr-kd align`")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read {what} ({e}){'; ' + hint if hint else ''}") from e
+
+
 def settings_from_pairs(pairs: list[str]) -> dict[str, Any]:
     """``["a=1", "b.c=x y", "d=false"]`` -> ``{"a": 1, "b": {"c": "x y"}, "d": False}``.
 

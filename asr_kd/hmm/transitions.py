@@ -13,7 +13,6 @@ File format (``transitions.json``)::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asr_kd.utils import write_json
+from asr_kd.utils import read_json, write_json
 
 if TYPE_CHECKING:
     from asr_kd.data.lang import Lang
@@ -125,11 +124,5 @@ class TransitionModel:
 
     @classmethod
     def load(cls, path: Path | str) -> TransitionModel:
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(
-                f"{path}: cannot read a transition model ({e}); rerun `asr-kd align`"
-            ) from e
+        obj = read_json(path, "a transition model", "rerun `asr-kd align`")
         return cls.from_json(obj, str(path))

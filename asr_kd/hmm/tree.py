@@ -21,12 +21,11 @@ where ``NODE`` is a pdf id (int) or ``{"pos": 0, "set": [phone ids], "yes": NODE
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asr_kd.utils import write_json
+from asr_kd.utils import read_json, write_json
 
 if TYPE_CHECKING:
     from asr_kd.data.lang import Lang
@@ -187,11 +186,8 @@ class ContextDependency:
     @classmethod
     def load(cls, path: Path | str) -> ContextDependency:
         """Read a tree written by :meth:`save`; :class:`TreeFileError` naming the file on a bad one."""
-        path = Path(path)
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise TreeFileError(
-                f"{path}: cannot read a tree ({e}); rerun `asr-kd align`"
-            ) from e
+            obj = read_json(path, "a tree", "rerun `asr-kd align`")
+        except ValueError as e:
+            raise TreeFileError(str(e)) from e
         return cls.from_json(obj, str(path))
