@@ -9,7 +9,6 @@ import torch
 from lhotse import CutSet, MonoCut
 from lhotse.dataset import SimpleCutSampler
 from lhotse.features import Features
-from lhotse.features.io import close_cached_file_handles
 
 from asr_kd.kd.cache import (
     FIELD_DENSE,
@@ -35,13 +34,6 @@ from asr_kd.kd.cache import (
 
 P = 87
 FP16_REL, FP16_ABS = 2**-11, 2**-25  # fp16 rounding: half an ulp relative, half the subnormal spacing absolute
-
-
-@pytest.fixture(autouse=True)
-def fresh_h5_handles():
-    close_cached_file_handles()  # lhotse keeps read handles open per path; files here are rewritten
-    yield
-    close_cached_file_handles()
 
 
 def make_cut(i: int, num_frames: int) -> MonoCut:

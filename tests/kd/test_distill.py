@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from lhotse.features.io import close_cached_file_handles
 
 from asr_kd.batch import IGNORE_INDEX
 from asr_kd.kd.cache import (
@@ -37,13 +36,6 @@ from asr_kd.trainer.data import FrameDataModule
 
 T = 2.0
 NUM_CLASSES = 4  # the frame_data kit's label count (checked in `setup`)
-
-
-@pytest.fixture(autouse=True)
-def fresh_h5_handles():
-    close_cached_file_handles()
-    yield
-    close_cached_file_handles()
 
 
 def label_posteriors(cuts):

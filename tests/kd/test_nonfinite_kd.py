@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 from lhotse import CutSet
-from lhotse.features.io import close_cached_file_handles
 
 from asr_kd.guard import TooManySkippedError
 from asr_kd.kd.cache import build_cache, load_soft_target_cuts, read_metadata
@@ -19,13 +18,6 @@ from asr_kd.models import build_model
 from asr_kd.models.checkpoint import save_checkpoint
 
 T = 2.0
-
-
-@pytest.fixture(autouse=True)
-def fresh_h5_handles():
-    close_cached_file_handles()
-    yield
-    close_cached_file_handles()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from lhotse import CutSet
-from lhotse.features.io import close_cached_file_handles
 
 from asr_kd.batch import IGNORE_INDEX
 from asr_kd.kd.cache import CacheMismatchError, build_cache, load_soft_target_cuts, read_metadata, soft_targets_of
@@ -27,13 +26,6 @@ from asr_kd.models.checkpoint import save_checkpoint
 from asr_kd.trainer.data import FrameDataModule
 
 T = 2.0
-
-
-@pytest.fixture(autouse=True)
-def fresh_h5_handles():
-    close_cached_file_handles()
-    yield
-    close_cached_file_handles()
 
 
 def unlabeled(path: Path) -> Path:
