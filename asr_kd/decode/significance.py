@@ -70,11 +70,24 @@ def paired_difference(a: Mapping[Hashable, float | None], b: Mapping[Hashable, f
 
 
 def paired_ratio(numerator: Mapping[Hashable, float | None], denominator: Mapping[Hashable, float | None]) -> dict:
-    """``numerator[s] / denominator[s]`` over common seeds with a non-zero denominator, summarized."""
+    """``numerator[s] / denominator[s]`` over common seeds with a non-zero denominator, summarized, plus
+    ``"ratio_of_means"`` (mean numerator / mean denominator over those seeds).
+
+    A share such as gain recovered, ``(kd - hard) / (ensemble - hard)``, means nothing for a seed whose
+    denominator has the other sign (its hard-label student beat the ensemble): when the denominators do
+    not all share one sign, ``"denominator_sign_changes"`` is True and ``mean``, ``sd`` and ``ci95`` are
+    None (the per-seed ``values`` are kept), so no table shows a mean of ratios that flip sign.
+    """
     seeds = sorted((s for s in numerator if s in denominator and numerator[s] is not None
                     and denominator[s] not in (None, 0)), key=_sort_key)  # fmt: skip
     out = summarize_seeds([numerator[s] / denominator[s] for s in seeds])
     out["seeds"] = list(seeds)
+    dens = [denominator[s] for s in seeds]
+    out["denominator_sign_changes"] = bool(dens) and min(dens) < 0 < max(dens)
+    mean_den = sum(dens) / len(dens) if dens else 0.0
+    out["ratio_of_means"] = (sum(numerator[s] for s in seeds) / len(seeds)) / mean_den if mean_den else None
+    if out["denominator_sign_changes"]:
+        out.update(mean=None, sd=None, ci95=None)
     return out
 
 
@@ -153,8 +166,8 @@ def utterance_matched_pairs(errors_a: Sequence[float], errors_b: Sequence[float]
     n = d.shape[0]
     mean = float(d.mean()) if n else 0.0
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    if sd == 0.0:
-        z, p = 0.0, 1.0 if mean == 0.0 else 0.0
+    if sd == 0.0:  # every utterance differs by the same amount: no difference, or a certain one
+        z, p = (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
     else:
         z = mean / (sd / math.sqrt(n))
         p = float(2 * stats.norm.sf(abs(z)))

@@ -99,12 +99,14 @@ def export_model(checkpoint: Path | str, output: Path | str, cuts: Path | str, *
     not written).
     """
     output = Path(output)
+    report_path_for(output).unlink(missing_ok=True)  # the report vouches for the file: never beside a new one
     meta = export_onnx(checkpoint, output)
     batches = load_batches(cuts, num_cuts, batch_size)
     reference, _ = load_model(checkpoint)
     fp32_diff, frames = max_abs_difference(reference, open_onnx(output, threads=0), batches)
     logging.info(f"{output}: max |delta logit| vs PyTorch {fp32_diff:.3g} over {frames} frames of {cuts}")
     if not fp32_diff <= tolerance:
+        output.unlink(missing_ok=True)  # a wrong model must not stay where decode would take it
         raise ValueError(f"{output} differs from {checkpoint} by up to {fp32_diff:.3g} in the logits (tolerance "
                          f"{tolerance:g}): the export is wrong")  # fmt: skip
     verification: dict[str, Any] = {"cuts": str(cuts), "num_cuts": sum(int(b[1].numel()) for b in batches),

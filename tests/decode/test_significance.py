@@ -39,6 +39,16 @@ def test_paired_difference_pairs_by_seed():
     assert d["ci95"][0] > 0  # a consistent gain over seeds excludes 0
     r = paired_ratio({1: 2.0, 2: 3.0, 3: 1.0}, {1: 4.0, 2: 0.0, 3: 2.0})
     assert r["seeds"] == [1, 3] and r["values"] == pytest.approx([0.5, 0.5])
+    assert r["ratio_of_means"] == pytest.approx(1.5 / 3.0) and not r["denominator_sign_changes"]
+
+
+def test_a_ratio_whose_denominator_changes_sign_has_no_mean():
+    """Gain recovered of a seed whose hard-label student beat the ensemble (denominator < 0) flips sign:
+    (0.2 / 0.4, -0.1 / -0.2) are both 0.5 but mean opposite things, so no mean or interval is given."""
+    r = paired_ratio({7: 0.2, 8: -0.1}, {7: 0.4, 8: -0.2})
+    assert r["denominator_sign_changes"] and r["mean"] is None and r["ci95"] is None
+    assert r["values"] == pytest.approx([0.5, 0.5]) and r["n"] == 2
+    assert r["ratio_of_means"] == pytest.approx(0.05 / 0.1)
 
 
 def test_identical_systems_give_p_one():

@@ -170,6 +170,8 @@ def test_export_command_prints_the_verification(export_setup, capsys) -> None:
     assert main(["export", "--model", str(export_setup["ckpt"]), "--output", str(out), "--cuts",
                  str(export_setup["cuts"]), "--tolerance", "-1"]) == 1  # fmt: skip
     assert "the export is wrong" in capsys.readouterr().err
+    # the failed export leaves neither its model nor the earlier, passing report where decode would look
+    assert not out.exists() and not report_path_for(out).exists()
 
 
 def test_int8_needs_calibration_and_an_fp32_source(export_setup, tmp_path) -> None:
