@@ -48,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asr_kd.tts.tiers import SIL
-from asr_kd.utils import atomic_output
+from asr_kd.utils import atomic_output, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,14 @@ def partition_voices(
 
 
 def check_config(config_path: Path, cfg: Any) -> None:
-    """Refuse to mix splits made with another config into the same output directory."""
+    """Refuse to mix splits made with another config into the same output directory.
+
+    Without a config file yet, the config is written now, before any split is made, so that a run killed
+    after one split and resumed with other settings is refused too (the finished run rewrites the file
+    with everything it records).
+    """
     if not config_path.is_file():
+        write_json(config_path, {"config": asdict(cfg)})
         return
     old = json.loads(config_path.read_text())["config"]
     new = json.loads(json.dumps(asdict(cfg)))

@@ -159,3 +159,17 @@ def test_output_is_unchanged_by_the_espeak_corpus_refactor(tiny_corpus):
         hashlib.sha256(lexicon).hexdigest()
         == "485d42f13026968a0e3f20c736db14eaafdb36c0e25e0183cffab9b2c81e6716"
     )
+
+
+def test_config_is_recorded_before_any_split(tmp_path):
+    """A run killed after its first split and resumed with other settings must be refused, so the config
+    is on disk before anything is synthesized."""
+    from data_prep.espeak_corpus import check_config
+    from data_prep.synth_digits import SynthDigitsConfig
+
+    path = tmp_path / "synth_digits_prepare_config.json"
+    check_config(path, SynthDigitsConfig(hours=0.02, seed=11))
+    assert path.is_file()
+    check_config(path, SynthDigitsConfig(hours=0.02, seed=11))  # the same settings resume
+    with pytest.raises(ValueError, match="another configuration.*'seed': \\(11, 12\\)"):
+        check_config(path, SynthDigitsConfig(hours=0.02, seed=12))
