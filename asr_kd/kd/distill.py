@@ -114,8 +114,11 @@ class SoftTargetField:
 class DistillationLoss:
     """The trainer's ``loss_fn``: ``(logits (B, T, P) float32, batch) -> (mean loss, {"kl", "ce"} sums)``.
 
-    ``kl`` is KL(p_T || q_T) summed over the frames (without the T² factor), ``ce`` CE(y, q_1) summed; the
-    trainer logs both per frame. α = 0 is exactly ``asr_kd.trainer.cross_entropy_loss`` (kl logged as 0).
+    ``kl`` is KL(p_T || q_T) summed over the frames (without the T² factor), ``ce`` CE(y, q_1) summed over
+    the labeled frames; the trainer logs both per frame. With a transfer set the KL and the loss cover the
+    unlabeled frames too: ``kl_frames`` and ``loss_frames`` count them (every frame that takes part), so
+    that the logged KL per frame is over the frames it sums. α = 0 is exactly
+    ``asr_kd.trainer.cross_entropy_loss`` (kl logged as 0).
     """
 
     def __init__(self, temperature: float, alpha: float, sparse: bool = False) -> None:
@@ -143,7 +146,9 @@ class DistillationLoss:
                 ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
                                      reduction="sum")  # fmt: skip
         loss = terms.loss / max(terms.num_frames, 1)
-        return loss, {"kl": terms.kl.detach(), "ce": ce.detach()}
+        num_frames = torch.tensor(terms.num_frames, device=logits.device)
+        stats = {"kl": terms.kl.detach(), "ce": ce.detach()}
+        return loss, {**stats, "kl_frames": num_frames, "loss_frames": num_frames}
 
 
 def unlabeled_frames(batch: dict, device: torch.device) -> torch.Tensor | None:

@@ -41,7 +41,9 @@ def cross_entropy_loss(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor,
     """Mean CE over non-padding frames. logits: (B, T, C); batch["frame_labels"]: (B, T), -100 = padding.
 
     The contract of every ``loss_fn``: returns (mean loss over non-padding frames, stats), where stats
-    maps names to *sums* over the batch's frames (divided by the frame count when logged).
+    maps names to *sums* over the batch's labeled frames (divided by their count when logged). A sum over
+    other frames comes with their count as ``<name>_frames`` (``per_frame``), and ``loss_frames`` counts
+    the frames the mean loss is over when they are not the labeled frames (a transfer set's).
     """
     labels = batch["frame_labels"]
     total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
@@ -74,7 +76,8 @@ def compute_loss(model: nn.Module, batch: dict, device: torch.device, loss_fn: L
     loss, stats = loss_fn(logits, batch)
     with torch.no_grad():
         correct, frames = count_correct(logits, batch["frame_labels"])
-    return loss, {**stats, "loss": loss.detach() * frames, "frames": frames, "correct": correct}
+    loss_frames = stats.get("loss_frames", frames)
+    return loss, {**stats, "loss": loss.detach() * loss_frames, "frames": frames, "correct": correct}
 
 
 @torch.no_grad()
@@ -219,10 +222,11 @@ def _log_train(s: Session, window: dict[str, torch.Tensor], seconds: float, bar)
     fps = avg["frames"] / max(seconds, 1e-9)
     lr = s.scheduler.get_last_lr()[0]
     bar.set_postfix(loss=f"{avg['loss']:.3f}", acc=f"{avg['frame_acc']:.3f}", fps=f"{fps:.0f}")
-    logging.info(f"step {s.step}: loss {avg['loss']:.4f}, frame acc {avg['frame_acc']:.4f}, lr {lr:.2e}, "
+    kl = f", kl {avg['kl']:.4f}" if "kl" in avg else ""
+    logging.info(f"step {s.step}: loss {avg['loss']:.4f}{kl}, frame acc {avg['frame_acc']:.4f}, lr {lr:.2e}, "
                  f"grad norm {grad_norm:.2f}, {fps:.0f} frames/s (rank {s.rank})")  # fmt: skip
-    s.scalars("train", {**{k: v for k, v in avg.items() if k != "frames"}, "lr": lr, "grad_norm": grad_norm,
-                        "frames_per_s": fps * s.world_size})  # fmt: skip
+    means = {k: v for k, v in avg.items() if not k.endswith("frames")}  # not the frame counts
+    s.scalars("train", {**means, "lr": lr, "grad_norm": grad_norm, "frames_per_s": fps * s.world_size})
     return time.perf_counter()
 
 

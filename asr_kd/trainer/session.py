@@ -79,8 +79,20 @@ def all_reduce_sums(values: dict[str, torch.Tensor], world_size: int) -> dict[st
     return dict(zip(names, flat.tolist()))
 
 
+FRAMES_SUFFIX = "_frames"  # a statistic "<name>_frames" counts the frames that the sum "<name>" is over
+
+
 def per_frame(sums: Mapping[str, float]) -> dict[str, float]:
-    """Sums over frames -> averages; "correct" becomes "frame_acc"; "frames" stays the count."""
-    frames = max(sums.get("frames", 0.0), 1.0)
-    out = {("frame_acc" if k == "correct" else k): v / frames for k, v in sums.items() if k != "frames"}
+    """Sums over frames -> averages; "correct" becomes "frame_acc"; "frames" stays the count.
+
+    A sum is divided by the labeled frames ("frames"), or by its own count "<name>_frames" when the sums
+    hold one (the KL of a transfer set covers the unlabeled frames too); the counts stay counts.
+    """
+    out = {}
+    for k, v in sums.items():
+        if k == "frames" or k.endswith(FRAMES_SUFFIX):
+            out[k] = v
+        else:
+            count = sums.get(k + FRAMES_SUFFIX, sums.get("frames", 0.0))
+            out["frame_acc" if k == "correct" else k] = v / max(count, 1.0)
     return {**out, "frames": sums.get("frames", 0.0)}

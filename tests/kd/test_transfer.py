@@ -4,6 +4,7 @@ targets are the cache's ``transfer`` split; unlabeled frames get the soft term o
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,14 @@ import torch
 from lhotse import CutSet
 
 from asr_kd.batch import IGNORE_INDEX
-from asr_kd.kd.cache import CacheMismatchError, build_cache, load_soft_target_cuts, read_metadata, soft_targets_of
+from asr_kd.kd.cache import (
+    CacheMismatchError,
+    SoftTargetBatch,
+    build_cache,
+    load_soft_target_cuts,
+    read_metadata,
+    soft_targets_of,
+)
 from asr_kd.kd.distill import (
     SOFT_TARGETS,
     TRANSFER_SPLIT,
@@ -24,6 +32,8 @@ from asr_kd.kd.distill import (
 from asr_kd.models import build_model, load_checkpoint
 from asr_kd.models.checkpoint import save_checkpoint
 from asr_kd.trainer.data import FrameDataModule
+from asr_kd.trainer.loop import compute_loss
+from asr_kd.trainer.session import per_frame
 
 T = 2.0
 
@@ -105,6 +115,28 @@ def test_a_mixed_batch_against_the_loss_by_hand(setup):
         assert float(stats["kl"]) == pytest.approx(kl, rel=1e-5) and float(stats["ce"]) == pytest.approx(ce, rel=1e-5)
     assert mixed >= 1
     assert len(seen) == len(set(seen)) == 24 + 12  # every labeled and unlabeled cut once per epoch
+
+
+class ZeroLogits(torch.nn.Module):
+    def forward(self, features, lengths):  # (B, T, 2) zeros: q_T and q_1 uniform over 2 pdfs
+        return torch.zeros(*features.shape[:2], 2) + 0 * features.sum()
+
+
+def test_logged_kl_and_loss_are_per_frame_of_the_frames_they_cover():
+    # cut a labeled (2 frames, label 0), cut b unlabeled (2 frames); every soft target (1, 0), logits 0:
+    # KL = ln 2 on each of the 4 frames, CE = ln 2 on each of the 2 labeled frames
+    batch = {"features": torch.zeros(2, 2, 3), "lengths": torch.tensor([2, 2]), "cut_ids": ["a", "b"],
+             "frame_labels": torch.tensor([[0, 0], [IGNORE_INDEX, IGNORE_INDEX]]),
+             "labeled": torch.tensor([True, False]),
+             SOFT_TARGETS: SoftTargetBatch(torch.tensor([1.0, 0.0]).repeat(2, 2, 1), None, torch.tensor([2, 2]))}  # fmt: skip
+    alpha, ln2 = 0.5, math.log(2)
+    loss, stats = compute_loss(ZeroLogits(), batch, torch.device("cpu"), DistillationLoss(T, alpha))
+    assert float(loss) == pytest.approx((alpha * T * T * 4 * ln2 + (1 - alpha) * 2 * ln2) / 4)  # 9/4 ln 2
+    logged = per_frame({k: float(v) for k, v in stats.items()})
+    assert logged["kl"] == pytest.approx(ln2)  # 4 ln 2 over 4 frames (not over the 2 labeled ones: 2 ln 2)
+    assert logged["ce"] == pytest.approx(ln2)  # 2 ln 2 over the 2 labeled frames
+    assert stats["loss"].item() == pytest.approx(4 * float(loss))  # a sum over the 4 frames the mean is over
+    assert logged["loss"] == pytest.approx(float(loss)) and logged["frames"] == 2
 
 
 def test_short_run_with_a_transfer_set(setup):
