@@ -29,7 +29,7 @@ from asr_kd.trainer.config import RUNTIME_FIELDS, TrainConfig
 from asr_kd.trainer.data import SKIPPED, ExtraField, FrameDataModule, check_disjoint, ignore_duplicates
 from asr_kd.trainer.logs import log_to_file
 from asr_kd.trainer.schedule import WarmupDecay
-from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame
+from asr_kd.trainer.session import LossFn, Session, all_reduce_sums, per_frame, raise_on_any_rank
 from asr_kd.trainer.state import newest_train_state, read_done, restore_rng_state, save_model_checkpoint, write_done
 from asr_kd.utils import fix_random_seed, resolve_device, write_json
 
@@ -123,6 +123,7 @@ def validate(s: Session) -> dict[str, float]:
             dist.broadcast(buffer, 0)
     s.module.eval()
     sums: dict[str, torch.Tensor] = {}
+    error = None  # a non-finite loss on this rank; every rank raises it (raise_on_any_rank), none waits alone
     for batch in s.data.valid_dataloader():
         s.note_skipped(batch.pop(SKIPPED, {}), "validation")
         if not batch["cut_ids"]:
@@ -132,17 +133,20 @@ def validate(s: Session) -> dict[str, float]:
         _, stats = compute_loss(s.module, batch, s.device, cross_entropy_loss, s.cfg.bf16)
         if not torch.isfinite(stats["loss"]):
             ids = nonfinite_cut_ids(s.module, batch, s.device, s.cfg.bf16)
-            raise FloatingPointError(
-                f"step {s.step}: the validation loss is not finite on cut(s) {ids or batch['cut_ids']}: training "
-                f"stopped (a non-finite loss never picks the best checkpoint; best so far: frame accuracy "
-                f"{s.best_valid_acc:.4f}, epoch {s.best_epoch}); resume from an earlier checkpoint with a lower lr"
-            )
+            error = (f"step {s.step}: the validation loss is not finite on cut(s) {ids or batch['cut_ids']}: training "
+                     f"stopped (a non-finite loss never picks the best checkpoint; best so far: frame accuracy "
+                     f"{s.best_valid_acc:.4f}, epoch {s.best_epoch}); resume from an earlier checkpoint with a "
+                     "lower lr")  # fmt: skip
+            break
         for k, v in stats.items():
             sums[k] = sums.get(k, 0) + v.double()
     s.module.train()
+    raise_on_any_rank(error, s.world_size, s.device)
+    empty = None
     if not sums:
-        raise ValueError(f"no validation frames: every cut of {s.cfg.data.valid_cuts} was skipped "
-                         f"({len(s.valid_skipped)} with non-finite features)")  # fmt: skip
+        empty = (f"no validation frames: every cut of {s.cfg.data.valid_cuts} was skipped "
+                 f"({len(s.valid_skipped)} with non-finite features)")  # fmt: skip
+    raise_on_any_rank(empty, s.world_size, s.device, ValueError)
     result = per_frame(all_reduce_sums(sums, s.world_size))
     logging.info(f"step {s.step}: valid loss {result['loss']:.4f}, frame accuracy {result['frame_acc']:.4f} "
                  f"({int(result.get('frames', 0))} frames)")  # fmt: skip
@@ -187,10 +191,12 @@ def train_one_epoch(s: Session, epoch: int, skip_batches: int = 0) -> bool:
             continue
         check_labels(batch, cfg.model.num_pdfs)
         loss, stats = compute_loss(s.model, batch, s.device, s.loss_fn, cfg.bf16)
+        error = None
         if not torch.isfinite(loss):
             ids = nonfinite_cut_ids(s.module, batch, s.device, cfg.bf16)
-            raise FloatingPointError(f"step {s.step}: the training loss is {loss.item()}; model outputs are not "
-                                     f"finite on cut(s) {ids or 'none alone'} (batch: {batch['cut_ids']})")  # fmt: skip
+            error = (f"step {s.step}: the training loss is {loss.item()}; model outputs are not finite on cut(s) "
+                     f"{ids or 'none alone'} (batch: {batch['cut_ids']})")  # fmt: skip
+        raise_on_any_rank(error, s.world_size, s.device)  # before backward: no rank waits in DDP's all-reduce
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip or math.inf)

@@ -82,6 +82,26 @@ def all_reduce_sums(values: dict[str, torch.Tensor], world_size: int) -> dict[st
 FRAMES_SUFFIX = "_frames"  # a statistic "<name>_frames" counts the frames that the sum "<name>" is over
 
 
+def raise_on_any_rank(error: str | None, world_size: int, device: torch.device,
+                      exc_type: type[Exception] = FloatingPointError) -> None:  # fmt: skip
+    """Raise ``exc_type`` on every rank when any rank has an ``error`` (None: none on this rank).
+
+    Collective under DDP (every rank must call it): one rank raising alone would leave the others waiting
+    in their next collective for ever. A flag is summed over the ranks; only when it is set are the
+    messages gathered, so that every rank raises with all of them (``rank <r>: <message>``).
+    """
+    if world_size > 1:
+        flag = torch.tensor([int(error is not None)], dtype=torch.int64, device=device)
+        dist.all_reduce(flag)
+        if int(flag.item()) == 0:
+            return
+        errors: list[Any] = [None] * world_size
+        dist.all_gather_object(errors, error)
+        raise exc_type("; ".join(f"rank {r}: {e}" for r, e in enumerate(errors) if e is not None))
+    if error is not None:
+        raise exc_type(error)
+
+
 def per_frame(sums: Mapping[str, float]) -> dict[str, float]:
     """Sums over frames -> averages; "correct" becomes "frame_acc"; "frames" stays the count.
 

@@ -45,3 +45,79 @@ def test_two_ranks_end_with_identical_weights(tmp_path, frame_data):
     assert len(final.extra["rng"]) == 2
     assert (tmp_path / "exp/done").is_file()
     assert sorted(p.name.endswith("-rank1") for p in (tmp_path / "exp/log").iterdir()) == [False, True]
+
+
+def _decide(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One rank of a gloo group: only rank 1 has an error; each rank writes what it raised."""
+    import torch.distributed as dist
+
+    from asr_kd.trainer.session import raise_on_any_rank
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        raise_on_any_rank(None, world_size, torch.device("cpu"))  # no error anywhere: returns on every rank
+        try:
+            raise_on_any_rank("bad cut x" if rank == 1 else None, world_size, torch.device("cpu"))
+            outcome = "returned"
+        except FloatingPointError as e:
+            outcome = f"raised: {e}"
+        (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_ranks(target, args: tuple, world_size: int = 2, timeout: float = 120) -> None:
+    """Start ``world_size`` spawned processes ``target(rank, world_size, *args)``; fail (and end them) when
+    they are not all finished after ``timeout`` seconds: a rank waiting for ever in a collective."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(rank, world_size, *args)) for rank in range(world_size)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    hung = [rank for rank, p in enumerate(procs) if p.is_alive()]
+    for rank in hung:
+        procs[rank].kill()
+        procs[rank].join()
+    assert not hung, f"ranks {hung} still running after {timeout} s (waiting in a collective)"
+
+
+def test_raise_on_any_rank_in_one_process():
+    from asr_kd.trainer.session import raise_on_any_rank
+
+    raise_on_any_rank(None, 1, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"^bad cut x$"):  # one process: the message as it is
+        raise_on_any_rank("bad cut x", 1, torch.device("cpu"), ValueError)
+
+
+@pytest.mark.slow
+def test_an_error_on_one_rank_is_raised_on_every_rank(tmp_path):
+    _run_ranks(_decide, (_free_port(), str(tmp_path)), timeout=60)
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "raised: rank 1: bad cut x"
+
+
+def _train_rank(rank: int, world_size: int, cfg, port: int, out_dir: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    try:
+        train_module.train(cfg)
+        outcome = "finished"
+    except FloatingPointError as e:
+        outcome = f"raised: {e}"
+    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)
+
+
+@pytest.mark.slow
+def test_nonfinite_validation_loss_on_one_rank_stops_every_rank(tmp_path, frame_data):
+    corpus = frame_data.make_corpus(tmp_path / "corpus", num_train=24, num_valid=8)
+    # a validation cut so large that the model's outputs overflow, on one of the two ranks
+    bad = frame_data.poison_features(corpus / "valid.jsonl.gz", 4, 3e38, frame=slice(3, 8))
+    cfg = frame_data.tiny_config(corpus, tmp_path / "exp", num_epochs=1, save_every_n=0)
+    _run_ranks(_train_rank, (cfg, _free_port(), str(tmp_path)), timeout=180)
+    outcomes = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
+    # the same error on both ranks, from the one rank that validated the cut
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].startswith("raised: rank ") and "validation loss is not finite" in outcomes[0]
+    assert f"'{bad}'" in outcomes[0] and outcomes[0].count("validation loss") == 1
+    assert not (tmp_path / "exp" / "done").exists() and not (tmp_path / "exp" / "best-valid-acc.pt").exists()
