@@ -34,6 +34,10 @@ def _add_training_args(p, default_size: str) -> None:
                    help="optimizer steps between mid-epoch resumable checkpoints (last.pt); 0: epoch ends only")
     p.add_argument("--seed", type=int, default=42, help="model init, data order, SpecAugment, dropout")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    p.add_argument("--max-skipped-share", type=float, default=DEFAULT_MAX_SKIPPED_SHARE,
+                   help="fail when more than this share of the training cuts (checked at each epoch end) or of "
+                   "the validation cuts (each validation) is skipped for non-finite features, after listing them "
+                   "in <exp-dir>/skipped_training.txt (skipped_validation.txt)")  # fmt: skip
     add_common(p)
 
 
@@ -58,6 +62,7 @@ def _training_fields(args) -> dict:
     return dict(
         exp_dir=str(args.exp_dir), model=model, data=data, num_epochs=args.num_epochs, lr=args.lr,
         warmup_steps=args.warmup_steps, seed=args.seed, device=args.device, save_every_n=args.save_every_n,
+        max_skipped_share=args.max_skipped_share,
     )  # fmt: skip
 
 

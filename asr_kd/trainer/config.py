@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from asr_kd.guard import DEFAULT_MAX_SKIPPED_SHARE
 from asr_kd.models import ModelConfig
 
 
@@ -55,6 +56,9 @@ class TrainConfig:
     valid_interval: int = 0  # optimizer steps between extra mid-epoch validations (0: epoch ends only)
     save_every_n: int = 500  # optimizer steps between resumable checkpoints (0: epoch ends only)
     max_steps: int = 0  # stop resumably after this many optimizer steps in total (0: no limit)
+    # fail when more than this share of the training (or validation) cuts is skipped (non-finite features),
+    # checked at each epoch end (each validation) after writing skipped_<training|validation>.txt
+    max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE
 
     @classmethod
     def from_dict(cls, config: dict) -> "TrainConfig":
@@ -80,4 +84,4 @@ class TrainConfig:
 
 # fields that may change between a run and its resumption without changing what it computes
 RUNTIME_FIELDS = ("exp_dir", "device", "log_interval", "save_every_n", "max_steps", "valid_interval",
-                  "data.num_workers")  # fmt: skip
+                  "data.num_workers", "max_skipped_share")  # fmt: skip

@@ -286,12 +286,14 @@ class FrameDataModule:
         self.world_size, self.rank = world_size, rank
         self.extra_fields = dict(extra_fields or {})
         self._train: tuple[ResumableSampler, FrameDataset] | None = None
+        self._train_cuts: CutSet | None = None
+        self._num_train_cuts: int | None = None
         self._valid_cuts: CutSet | None = None
 
     def _train_parts(self) -> tuple[ResumableSampler, FrameDataset]:
         if self._train is None:
             cfg = self.cfg
-            cuts = training_cuts(cfg)
+            cuts = self._train_cuts = training_cuts(cfg)
             num_buckets = adapted_num_buckets(cfg.num_buckets, cuts)
             if num_buckets < 2:  # lhotse's bucketing needs 2 buckets or more
                 sampler = SimpleCutSampler(cuts, max_duration=cfg.max_duration, shuffle=cfg.shuffle,
@@ -341,11 +343,22 @@ class FrameDataModule:
         dataset = FrameDataset(None, extra_fields, with_labels=with_labels)
         return self._loader(dataset, sampler, seed=self.seed)
 
-    def valid_dataloader(self) -> DataLoader:
-        """``eval_dataloader`` of ``cfg.valid_cuts`` (read once)."""
+    def num_train_cuts(self) -> int:
+        """Cuts of an epoch over all ranks: the (fraction of the) training cuts and the transfer cuts."""
+        if self._num_train_cuts is None:
+            self._train_parts()
+            self._num_train_cuts = sum(1 for _ in self._train_cuts.ids)
+        return self._num_train_cuts
+
+    def valid_cuts(self) -> CutSet:
+        """The validation cuts (read once)."""
         if self._valid_cuts is None:
             self._valid_cuts = read_cuts(self.cfg.valid_cuts)
-        return self.eval_dataloader(self._valid_cuts)
+        return self._valid_cuts
+
+    def valid_dataloader(self) -> DataLoader:
+        """``eval_dataloader`` of ``cfg.valid_cuts`` (read once)."""
+        return self.eval_dataloader(self.valid_cuts())
 
     def _loader(self, dataset: FrameDataset, sampler, seed: int) -> DataLoader:
         # own generator: creating the iterator must not consume the global torch RNG (exact resumption)

@@ -142,6 +142,7 @@ def validate(s: Session) -> dict[str, float]:
             sums[k] = sums.get(k, 0) + v.double()
     s.module.train()
     raise_on_any_rank(error, s.world_size, s.device)
+    s.check_skipped("validation")
     empty = None
     if not sums:
         empty = (f"no validation frames: every cut of {s.cfg.data.valid_cuts} was skipped "
@@ -282,6 +283,8 @@ def run(rank: int, world_size: int, cfg: TrainConfig, loss_fn: LossFn = cross_en
     """
     if not isinstance(cfg.model, ModelConfig):
         raise ValueError(f"TrainConfig.model must be a ModelConfig (arch, size, num_pdfs), got {cfg.model!r}")
+    if not 0.0 <= cfg.max_skipped_share <= 1.0:
+        raise ValueError(f"TrainConfig.max_skipped_share must be in [0, 1], got {cfg.max_skipped_share}")
     exp_dir = Path(cfg.exp_dir)
     done = read_done(exp_dir, cfg, RUNTIME_FIELDS)
     if done is not None:
@@ -328,13 +331,10 @@ def _train_epochs(s: Session, resume: dict | None) -> dict | None:
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         if not train_one_epoch(s, epoch, skip if epoch == start_epoch else 0):
             return None
+        s.check_skipped("training")  # every cut was seen once: the share is complete
         _maybe_best(s, validate(s), epoch)
         s.save([f"epoch-{epoch}.pt", "last.pt"], epoch + 1, 0)
-    skipped = dict(s.skipped)
-    if s.world_size > 1:
-        per_rank: list[Any] = [None] * s.world_size
-        dist.all_gather_object(per_rank, skipped)
-        skipped = {k: v for d in per_rank for k, v in d.items()}
+    skipped = s.all_skipped("training")
     summary = {"best_valid_frame_acc": s.best_valid_acc, "best_epoch": s.best_epoch, "steps": s.step,
                "num_epochs": cfg.num_epochs, "final_checkpoint": f"epoch-{cfg.num_epochs}.pt",
                "best_checkpoint": "best-valid-acc.pt", "num_skipped_cuts": len(skipped),

@@ -11,9 +11,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from asr_kd.guard import check_skipped_share
 from asr_kd.trainer.config import TrainConfig
-from asr_kd.trainer.data import FrameDataModule
+from asr_kd.trainer.data import DUPLICATE_ID, FrameDataModule
 from asr_kd.trainer.state import save_train_state
+from asr_kd.utils import write_text
 
 LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]  # (logits, batch) -> (loss, stats)
 
@@ -47,6 +49,37 @@ class Session:
             if cut_id not in seen:
                 seen[cut_id] = reason
                 logging.warning(f"{what} cut {cut_id} skipped ({reason}); {len(seen)} {what} cut(s) skipped so far")
+
+    def all_skipped(self, what: str = "training") -> dict[str, str]:
+        """The ``what`` cuts left out so far by every rank (lhotse's ``_dup<k>`` copies counted as their cut).
+        Collective under DDP."""
+        seen = dict(self.skipped if what == "training" else self.valid_skipped)
+        if self.world_size > 1:
+            per_rank: list[Any] = [None] * self.world_size
+            dist.all_gather_object(per_rank, seen)
+            seen = {k: v for d in per_rank for k, v in d.items()}
+        return {DUPLICATE_ID.sub("", k): v for k, v in sorted(seen.items())}
+
+    def check_skipped(self, what: str = "training") -> dict[str, str]:
+        """Count the ``what`` cuts skipped so far (every rank's) in the log, list them in
+        ``<exp_dir>/skipped_<what>.txt`` (``cut id<TAB>reason``; rank 0 writes it) and raise
+        ``TooManySkippedError`` on every rank when they are more than ``cfg.max_skipped_share`` of the
+        ``what`` cuts. Collective under DDP. Returns the skipped cuts."""
+        skipped = self.all_skipped(what)
+        if what == "training":
+            total, source = self.data.num_train_cuts(), self.cfg.data.train_cuts
+        else:
+            total, source = len(self.data.valid_cuts()), self.cfg.data.valid_cuts
+        path = self.exp_dir / f"skipped_{what}.txt"
+        if self.rank == 0:
+            write_text(path, "".join(f"{k}\t{v}\n" for k, v in skipped.items()))
+        if skipped:
+            logging.warning(f"step {self.step}: {len(skipped)} of {total} {what} cuts skipped "
+                            f"({len(skipped) / max(total, 1):.1%}; max_skipped_share {self.cfg.max_skipped_share}), "
+                            f"listed in {path}")  # fmt: skip
+        check_skipped_share(len(skipped), total, self.cfg.max_skipped_share,
+                            f"{what} cuts of {source} (skip list {path})")  # fmt: skip
+        return skipped
 
     @property
     def exp_dir(self) -> Path:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asr_kd.batch import NonFiniteFeaturesError, collate_frames, load_cut_features
+from asr_kd.guard import TooManySkippedError
 from asr_kd.trainer import train
 from asr_kd.trainer.data import FrameDataModule
 from lhotse import CutSet
@@ -49,10 +50,38 @@ def test_nan_training_cut_is_skipped_and_counted(tmp_path, frame_data, caplog):
 def test_nan_validation_cut_is_skipped(tmp_path, frame_data, caplog):
     data = corpus(tmp_path, frame_data)
     bad = frame_data.poison_features(data / "valid.jsonl.gz", 0, math.inf)
+    # 1 of the 8 validation cuts: 12.5%, exactly the threshold (above it, the run fails)
+    cfg = frame_data.tiny_config(data, tmp_path / "exp", num_epochs=1, max_skipped_share=0.125)
     with caplog.at_level(logging.WARNING):
-        summary = train(frame_data.tiny_config(data, tmp_path / "exp", num_epochs=1))
+        summary = train(cfg)
     assert summary["best_valid_frame_acc"] > 0.3
     assert sum(f"validation cut {bad} skipped" in r.getMessage() for r in caplog.records) == 1  # counted once
+    assert any("1 of 8 validation cuts skipped (12.5%" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "exp" / "skipped_validation.txt").read_text().split("\t")[0] == bad
+    assert (tmp_path / "exp" / "skipped_training.txt").read_text() == ""  # written, nothing skipped
+    with pytest.raises(TooManySkippedError, match=r"validation cuts of .*valid.jsonl.gz .*: 1 of 8 skipped"):
+        train(frame_data.tiny_config(data, tmp_path / "exp-default", num_epochs=1))  # 12.5% > 5%
+
+
+def test_training_fails_above_the_skipped_share(tmp_path, frame_data, caplog):
+    data = corpus(tmp_path, frame_data)
+    bad = sorted(frame_data.poison_features(data / "train.jsonl.gz", i, math.nan) for i in (3, 11))
+    cfg = frame_data.tiny_config(data, tmp_path / "exp", num_epochs=2)  # default max_skipped_share 0.05
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(TooManySkippedError, match=r"2 of 24 skipped \(8.3%\)"),
+    ):
+        train(cfg)
+    assert any("2 of 24 training cuts skipped (8.3%" in r.getMessage() for r in caplog.records)
+    listed = (tmp_path / "exp" / "skipped_training.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in listed] == bad
+    assert not (tmp_path / "exp" / "epoch-1.pt").exists() and not (tmp_path / "exp" / "done").exists()
+    # 2 of 24 is 1/12: a threshold of 1/12 lets the same run finish (resumed: the threshold is a runtime field)
+    cfg.max_skipped_share = 1 / 12
+    summary = train(cfg)
+    assert summary["num_skipped_cuts"] == 2 and summary["skipped_cuts"] == bad
+    with pytest.raises(ValueError, match=r"max_skipped_share must be in \[0, 1\], got 1.5"):
+        train(frame_data.tiny_config(data, tmp_path / "exp-bad", max_skipped_share=1.5))
 
 
 def test_nonfinite_training_loss_names_the_cut(tmp_path, frame_data):
