@@ -47,7 +47,7 @@ from tqdm import tqdm
 from asr_kd.align.feats import gmm_features
 from asr_kd.align.graph import AlignmentError, min_num_frames, utterance_graph
 from asr_kd.align.report import AlignmentScorer, format_passes, format_report
-from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, train_mono
+from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, reference_labels, train_mono
 from asr_kd.align.train_tri import TriConfig, align_system, train_tri
 from asr_kd.data.lang import Lang
 from asr_kd.guard import (
@@ -269,6 +269,8 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     timing["load"] = time.perf_counter() - start
     timing["train_audio"] = sum(u.feats.shape[0] for u in utts) * 0.01
     logging.info(f"training the aligner on {len(utts)} cuts ({sum(u.feats.shape[0] for u in utts)} frames)")
+    if cfg.init == "reference":
+        _set_reference_labels(utts, {c.id: c for c in cuts}, lang, ref_map)
     start = time.perf_counter()
     gmm = train_mono(utts, lang, cfg, dev, num_jobs)
     timing["mono"] = time.perf_counter() - start
@@ -301,6 +303,21 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     system.transitions.save(exp_dir / "transitions.json")
     system.save(exp_dir / "final.gmm.pt")
     return system, pass_reports
+
+
+def _set_reference_labels(utts: list[TrainingUtterance], cuts_by_id: dict, lang: Lang, ref_map) -> None:
+    """The oracle start (``MonoConfig(init="reference")``): each utterance's labels from its cut's
+    reference phone tier (:func:`asr_kd.align.train_mono.reference_labels`)."""
+    for utt in utts:
+        cut = cuts_by_id[utt.id]
+        sup = cut.supervisions[0] if cut.supervisions else None
+        if sup is None or not sup.alignment or "phone" not in sup.alignment:
+            raise ValueError(f"cut {cut.id}: init 'reference' needs a reference 'phone' alignment tier, "
+                             "and this cut has none")
+        try:
+            utt.labels = reference_labels(sup.alignment["phone"], utt.feats.shape[0], lang, cut.start, ref_map)
+        except ValueError as exc:
+            raise ValueError(f"cut {cut.id}: {exc}") from None
 
 
 def _has_reference(cuts: CutSet) -> bool:

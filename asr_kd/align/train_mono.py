@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asr_kd.align.frames import segments, tier_to_frame_symbols
 from asr_kd.align.gmm import DiagGmm, GmmStats, num_gauss_schedule
 from asr_kd.align.graph import equal_alignment, utterance_graph
 from asr_kd.align.viterbi import align_batch
@@ -40,6 +41,7 @@ class MonoConfig:
     beam: float = 10.0
     retry_beam: float = 40.0
     seed: int = 0
+    init: str = "flat"  # "flat": equal alignment; "reference": the cuts' reference phone tiers (an oracle)
 
 
 @dataclass
@@ -114,6 +116,34 @@ def flat_start_labels(utt: TrainingUtterance, lang: Lang, seed: int) -> np.ndarr
     return labels
 
 
+def reference_labels(items, num_frames: int, lang: Lang, offset: float = 0.0, ref_map=None,
+                     frame_shift: float = 0.01) -> np.ndarray:
+    """Monophone pdf ids of every frame from a reference phone tier: each phone's frames (the frames whose
+    centre it contains, :func:`asr_kd.align.frames.tier_to_frame_symbols`) split evenly over its HMM
+    states, earlier states taking the remainder (a phone of fewer frames than states uses its first
+    states only). The oracle initialisation of ``MonoConfig(init="reference")``.
+
+    Args:
+        items: the reference tier (lhotse ``AlignmentItem``s: symbol, start, duration in seconds).
+        ref_map: maps reference symbols to the lang's phones (None: the same inventory).
+
+    Raises:
+        ValueError: a reference phone is not a phone of ``lang``.
+    """
+    symbols = tier_to_frame_symbols(items, num_frames, frame_shift, offset)
+    if ref_map is not None:
+        symbols = [ref_map(s) for s in symbols]
+    labels = np.empty(num_frames, dtype=np.int32)
+    for phone, start, length in segments(symbols):
+        if phone not in lang.phone_to_id:
+            raise ValueError(f"reference phone {phone!r} is not in the lang's phones.txt")
+        pdfs = lang.pdf_ids(phone)
+        # state k of n gets frames [ceil(k * length / n), ceil((k + 1) * length / n))
+        bounds = -(-np.arange(len(pdfs) + 1) * length // len(pdfs))
+        labels[start : start + length] = np.repeat(np.asarray(pdfs, dtype=np.int32), np.diff(bounds))
+    return labels
+
+
 def train_mono(
     utts: list[TrainingUtterance],
     lang: Lang,
@@ -121,11 +151,17 @@ def train_mono(
     device: torch.device,
     num_jobs: int = 1,
 ) -> DiagGmm:
-    """Flat start + Viterbi training; ``utts`` end with their final training alignments."""
+    """Flat start (or, with ``cfg.init == "reference"``, the ``labels`` the utterances carry) + Viterbi
+    training; ``utts`` end with their final training alignments."""
     num_pdfs = lang.num_pdfs
+    if cfg.init not in ("flat", "reference"):
+        raise ValueError(f"MonoConfig.init must be 'flat' or 'reference', got {cfg.init!r}")
     kept = []
     for k, utt in enumerate(utts):
-        utt.labels = flat_start_labels(utt, lang, cfg.seed + k)
+        if cfg.init == "flat":
+            utt.labels = flat_start_labels(utt, lang, cfg.seed + k)
+        elif utt.labels is None or len(utt.labels) != utt.feats.shape[0]:
+            raise ValueError(f"{utt.id}: init='reference' needs reference labels of one pdf per frame")
         if utt.labels is not None:
             kept.append(utt)
     if not kept:

@@ -39,6 +39,11 @@ def _add_align(sub) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="flat start and training subset")
     p.add_argument(
+        "--init-from-reference", action="store_true",
+        help="an oracle, for diagnosis: start the monophone training from the training cuts' reference "
+        "phone tiers (each phone's frames split evenly over its HMM states) instead of the flat start",
+    )  # fmt: skip
+    p.add_argument(
         "--retry-beam", type=float, default=1000.0,
         help="triphone passes: Viterbi beam of the second try when the first (beam 10) reaches no final "
         "state (Kaldi: 40); training graphs are small, so a wide retry costs little. The monophone flat "
@@ -81,7 +86,7 @@ def _run_align(args) -> None:
 
     cfg = MonoConfig(
         num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
-        acoustic_scale=args.acoustic_scale, seed=args.seed,
+        acoustic_scale=args.acoustic_scale, seed=args.seed, init="reference" if args.init_from_reference else "flat",
     )  # fmt: skip
     align_corpus(
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,
