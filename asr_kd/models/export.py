@@ -28,7 +28,7 @@ from lhotse import CutSet
 
 from asr_kd.batch import collate_frames
 from asr_kd.models.checkpoint import load_model
-from asr_kd.models.onnx import export_onnx, max_abs_difference, open_onnx, quantize_int8
+from asr_kd.models.onnx import compare_logits, export_onnx, open_onnx, quantize_int8, reference_logits
 from asr_kd.utils import write_json
 
 DEFAULT_TOLERANCE = 1e-3  # largest |delta logit| accepted between the fp32 ONNX file and PyTorch
@@ -79,18 +79,6 @@ def load_batches(cuts_path: Path | str, num_cuts: int, batch_size: int) -> list[
     return batches
 
 
-@torch.no_grad()
-def _agreement(reference, exported, batches) -> float:
-    """Share of valid frames whose arg-max logit is the same for both models."""
-    same = total = 0
-    for features, lengths in batches:
-        a, b = reference(features, lengths).argmax(-1), exported(features, lengths).argmax(-1)
-        for i, n in enumerate(lengths.tolist()):
-            same += int((a[i, :n] == b[i, :n]).sum())
-            total += n
-    return same / total
-
-
 def export_model(checkpoint: Path | str, output: Path | str, cuts: Path | str, *, int8: str | None = None,
                  num_cuts: int = 16, batch_size: int = 8, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:  # fmt: skip
     """Export, optionally quantize, verify on real cuts; write the report (module docstring) and return it.
@@ -103,7 +91,9 @@ def export_model(checkpoint: Path | str, output: Path | str, cuts: Path | str, *
     meta = export_onnx(checkpoint, output)
     batches = load_batches(cuts, num_cuts, batch_size)
     reference, _ = load_model(checkpoint)
-    fp32_diff, frames = max_abs_difference(reference, open_onnx(output, threads=0), batches)
+    expected = reference_logits(reference, batches)  # PyTorch's logits: once, for the fp32 and int8 checks
+    fp32 = compare_logits(expected, open_onnx(output, threads=0), batches)
+    fp32_diff, frames = fp32.max_abs_diff, fp32.frames
     logging.info(f"{output}: max |delta logit| vs PyTorch {fp32_diff:.3g} over {frames} frames of {cuts}")
     if not fp32_diff <= tolerance:
         output.unlink(missing_ok=True)  # a wrong model must not stay where decode would take it
@@ -116,9 +106,8 @@ def export_model(checkpoint: Path | str, output: Path | str, cuts: Path | str, *
     if int8 is not None:
         target = int8_path_for(output)
         quantize_int8(output, target, mode=int8, calibration=batches if int8 == "static" else None)
-        quantized = open_onnx(target, threads=0)
-        int8_diff, _ = max_abs_difference(reference, quantized, batches)
-        agreement = _agreement(reference, quantized, batches)
+        int8_check = compare_logits(expected, open_onnx(target, threads=0), batches)  # diff and arg-max
+        int8_diff, agreement = int8_check.max_abs_diff, int8_check.argmax_agreement
         verification.update(max_abs_diff_int8=int8_diff, argmax_agreement_int8=agreement, int8_mode=int8)
         files["int8"] = str(target)
         logging.info(f"{target}: max |delta logit| vs PyTorch {int8_diff:.3g}, same arg-max on "

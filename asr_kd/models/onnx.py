@@ -26,7 +26,7 @@ Usage::
 The exporter is chosen per family (:data:`EXPORTERS`): torch's TorchScript-based exporter for the DNN,
 TDNN and BLSTM (it keeps the packed BLSTM's dynamic lengths; torch.export cannot trace the packing), and
 the torch.export-based (dynamo) exporter for the Conformer (the TorchScript exporter bakes the traced
-frame count into the attention's reshapes). :func:`max_abs_difference` checks the result on real cuts.
+frame count into the attention's reshapes). :func:`compare_logits` checks the result on real cuts.
 """
 
 from __future__ import annotations
@@ -311,15 +311,34 @@ def check_num_pdfs(path: Path | str, model_num_pdfs: int, lang_num_pdfs: int, la
                          "the model was trained for another lang directory")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class LogitComparison:
+    """An exported model against the reference's logits on the same batches (valid frames only)."""
+
+    max_abs_diff: float  # max |logit_reference - logit_exported|
+    argmax_agreement: float  # share of frames whose arg-max pdf is the same
+    frames: int  # frames compared
+
+
 @torch.no_grad()
-def max_abs_difference(reference: nn.Module, exported: OnnxAcousticModel,
-                       batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, int]:  # fmt: skip
-    """``(max |logit_torch - logit_onnx| over the valid frames of every batch, frames compared)``."""
-    worst, frames = 0.0, 0
-    for features, lengths in batches:
-        a = reference(features, lengths)
+def reference_logits(reference: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                     ) -> list[torch.Tensor]:  # fmt: skip
+    """The reference model's logits of each ``(features, lengths)`` batch, computed once for every comparison."""
+    return [reference(features, lengths) for features, lengths in batches]
+
+
+@torch.no_grad()
+def compare_logits(reference: Sequence[torch.Tensor], exported: OnnxAcousticModel,
+                   batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> LogitComparison:  # fmt: skip
+    """One forward pass of ``exported`` over ``batches`` against ``reference`` (``reference_logits`` of the
+    same batches): the largest |delta logit| and the arg-max agreement over the valid frames."""
+    if len(reference) != len(batches):
+        raise ValueError(f"{len(reference)} reference logit batches for {len(batches)} batches")
+    worst, same, frames = 0.0, 0, 0
+    for a, (features, lengths) in zip(reference, batches):
         b = exported(features, lengths)
         for i, n in enumerate(lengths.tolist()):
             worst = max(worst, float((a[i, :n] - b[i, :n]).abs().max()))
+            same += int((a[i, :n].argmax(-1) == b[i, :n].argmax(-1)).sum())
             frames += n
-    return worst, frames
+    return LogitComparison(worst, same / max(frames, 1), frames)

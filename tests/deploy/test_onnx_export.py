@@ -158,6 +158,32 @@ def test_export_stage_verifies_fp32_and_int8_on_real_cuts(export_setup) -> None:
     assert read_metadata(int8_path_for(root / "deploy" / "dyn.onnx"))["weights"] == "int8-dynamic"
 
 
+def test_export_verifies_each_file_in_one_pass(export_setup, monkeypatch) -> None:
+    """PyTorch's logits are computed once and each ONNX file runs once per batch (3 batches of 4, 4, 2 cuts)."""
+    from asr_kd.models import export
+
+    calls: dict[str, int] = {}
+    load_model, open_onnx_file = export.load_model, export.open_onnx
+
+    def counted(name, model):
+        def forward(features, lengths):
+            calls[name] = calls.get(name, 0) + 1
+            return model(features, lengths)
+
+        return forward
+
+    monkeypatch.setattr(export, "load_model", lambda path: (counted("torch", load_model(path)[0]), None))
+    monkeypatch.setattr(export, "open_onnx", lambda path, threads=0: counted(Path(path).name,
+                                                                            open_onnx_file(path, threads)))  # fmt: skip
+    out = export_setup["root"] / "count" / "student.onnx"
+    report = export.export_model(export_setup["ckpt"], out, export_setup["cuts"], int8="dynamic", num_cuts=10,
+                                 batch_size=4)  # fmt: skip
+    assert calls == {"torch": 3, "student.onnx": 3, "student.int8.onnx": 3}
+    check = report["verification"]
+    assert check["max_abs_diff_fp32"] < 1e-4 and 0 < check["max_abs_diff_int8"] < 1.0
+    assert 0.9 < check["argmax_agreement_int8"] <= 1.0
+
+
 def test_export_command_prints_the_verification(export_setup, capsys) -> None:
     out = export_setup["root"] / "cli" / "student.onnx"
     code = main(["export", "--model", str(export_setup["ckpt"]), "--output", str(out), "--cuts",
