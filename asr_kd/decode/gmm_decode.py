@@ -76,16 +76,29 @@ class MonophoneGmmSystem:
 
 def load_gmm_system(path: Path | str, lang=None):
     """The GMM system in ``path`` (module docstring); clear errors naming the file. With ``lang``, a
-    ``GmmSystem`` built for another lang is refused (``asr_kd.hmm.system.StaleSystemError``)."""
+    ``GmmSystem`` built for another lang is refused (``asr_kd.hmm.system.StaleSystemError``).
+
+    Files are read with ``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts: all
+    either format holds). The align stage's format is read once, by ``GmmSystem.load``; only a file that
+    is not of that format is read a second time, to tell an older monophone aligner's file (which
+    ``GmmSystem.load`` cannot read) from a file that is no GMM system at all.
+    """
     from asr_kd.align.gmm import DiagGmm
-    from asr_kd.hmm.system import FORMAT, GmmSystem, lang_sha256
+    from asr_kd.hmm.system import FORMAT, GmmSystem, StaleSystemError, lang_sha256
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GMM system {path} does not exist: the align stage writes <exp-dir>/final.gmm.pt")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and state.get("format") == FORMAT:
+    try:
         return GmmSystem.load(path, None if lang is None else lang_sha256(lang))
+    except StaleSystemError as e:
+        not_a_system = e  # another lang, an unreadable file, or not of this format: which one, below
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable as tensors and plain data: GmmSystem.load's error names it
+        raise not_a_system from e
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        raise not_a_system  # a GMM system of this format refused by GmmSystem.load (e.g. built for another lang)
     if isinstance(state, dict) and set(state) >= {"gmm", "num_pdfs"}:  # an older monophone aligner's file
         try:
             return MonophoneGmmSystem(DiagGmm.from_state_dict(state["gmm"]), path)

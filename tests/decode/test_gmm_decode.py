@@ -160,3 +160,36 @@ def test_gmm_system_monophone_and_triphone(setup, tmp_path: Path) -> None:
     # the cuts' frame labels are monophone pdfs: exactly the frames of t before uw (now the new pdf) differ
     new_frames = sum(int((p == new_pdf).sum()) for p in tri_pdfs)
     assert record["frame_acc"] == pytest.approx(1 - new_frames / sum(len(p) for p in tri_pdfs))
+
+
+def test_gmm_files_are_read_once_as_tensors_and_plain_data(setup, tmp_path: Path, monkeypatch) -> None:
+    """The align stage's format: one torch.load; the older monophone file: weights_only too; every
+    refusal names the file."""
+    from asr_kd.data.lang import prepare_lang
+    from asr_kd.hmm.system import StaleSystemError
+    from asr_kd.hmm.tree import ContextDependency
+
+    tmp, lang = setup["tmp"], setup["lang"]
+    gmm = DiagGmm.from_state_dict(torch.load(tmp / "mono" / "final.gmm.pt", weights_only=True)["gmm"])
+    _system(lang, gmm, ContextDependency.monophone(lang), "mono").save(tmp_path / "mono.gmm.pt")
+    loads: list[tuple[str, object]] = []
+    torch_load = torch.load
+
+    def counted(path, *args, **kwargs):
+        loads.append((Path(path).name, kwargs.get("weights_only")))
+        return torch_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    system = load_gmm_system(tmp_path / "mono.gmm.pt", lang)
+    assert system.num_pdfs == lang.num_pdfs and loads == [("mono.gmm.pt", True)]
+    loads.clear()
+    legacy = load_gmm_system(tmp / "mono" / "final.gmm.pt", lang)
+    assert legacy.num_pdfs == lang.num_pdfs and {w for _, w in loads} == {True}
+    other = prepare_lang(tmp / "lexicon.txt", tmp_path / "other-lang", num_states=2, num_sil_states=1,
+                         self_loop_prob=0.6, sil_prob=0.4)  # fmt: skip
+    # a system of this format for another lang: refused, not read as the old format
+    with pytest.raises(StaleSystemError, match=r"mono.gmm.pt was built for another lang"):
+        load_gmm_system(tmp_path / "mono.gmm.pt", other)
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    with pytest.raises(StaleSystemError, match=r"garbage.pt: cannot read a GMM system"):
+        load_gmm_system(tmp_path / "garbage.pt")
