@@ -42,7 +42,7 @@ so that decodes with different LMs can share one lang dir, even at the same time
 
     HCLG-<key>.fst     the graph; <key>: the first 16 hex digits of the sha256 of its build info
     HCLG-<key>.json    the build info (format version, LM order, sha256 of the LM transcripts, of the
-                       lexicon and of the lang's phones/words/pdfs/topology, the context dependency:
+                       lexicon and of the lang (asr_kd.hmm.system.lang_sha256), the context dependency:
                        "monophone", or N, P and the sha256 of the tree and transitions files,
                        :func:`context_dependency`), sizes, the graph file's byte size, the pdfs of the
                        extra input labels; written after the graph
@@ -325,13 +325,6 @@ def map_oov(transcripts: Iterable[str], lang: Lang) -> list[str]:
     return [" ".join(w if w in vocab else oov for w in line.split()) for line in transcripts]
 
 
-def lang_sha256(lang: Lang) -> str:
-    """sha256 of what the graph takes from a lang besides the lexicon: phones, words, pdfs, topology."""
-    text = json.dumps({"phones": lang.phone_symbols, "words": lang.word_symbols, "pdfs": lang.pdfs_text(),
-                       "topology": lang.topo_json()}, sort_keys=True)  # fmt: skip
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def context_dependency(lang: Lang, tree: ContextTree | None, transitions: Transitions | None) -> str:
     """The graph's context dependency, as its cache key holds it: ``"monophone"`` for the lang's own pdfs
     and transitions (no tree; or a monophone tree with the lang's pdfs and transitions equal to the
@@ -354,7 +347,11 @@ def context_dependency(lang: Lang, tree: ContextTree | None, transitions: Transi
 def graph_build_info(lang: Lang, texts: Sequence[str], order: int, tree: ContextTree | None = None,
                      transitions: Transitions | None = None) -> dict:
     """What a decoding graph is built from (its cache key is the sha256 of this dict): ``texts`` are the
-    LM transcripts after :func:`map_oov`; ``tree``, ``transitions`` those of :func:`make_hclg`."""
+    LM transcripts after :func:`map_oov`; ``tree``, ``transitions`` those of :func:`make_hclg`. The lang
+    enters by the GMM systems' ``asr_kd.hmm.system.lang_sha256`` (phones, topology, lexicon, config: the
+    words and pdfs follow from them, and the config holds the optional-silence probability of L)."""
+    from asr_kd.hmm.system import lang_sha256
+
     return {"format_version": GRAPH_FORMAT_VERSION, "lm_order": int(order), "transcripts_sha256": transcripts_sha256(texts),
             "lexicon_sha256": lang.lexicon_sha256, "lang_sha256": lang_sha256(lang),
             "context_dependency": context_dependency(lang, tree, transitions)}  # fmt: skip

@@ -12,11 +12,13 @@ import pytest
 from decode_fixtures import LM_TEXT, make_lang, one_hot_loglikes, pdf_sequence
 
 from asr_kd.align.graph import utterance_graph
-from asr_kd.data.lang import Lang
+from asr_kd.data.lang import Lang, prepare_lang
 from asr_kd.decode.graph import (
     GraphError,
     build_decoding_graph,
     ensure_decoding_graph,
+    graph_build_info,
+    graph_key,
     make_decoding_graph,
     make_g,
     map_oov,
@@ -134,6 +136,21 @@ def test_cache(lang_dir: Path, hclg) -> None:
     again = build_decoding_graph(lang_dir, LM_TEXT, order=2)
     assert path.stat().st_mtime_ns == mtime and again.num_states == hclg.num_states
     assert not list(lang_dir.glob(".tmp.*"))
+
+
+def test_the_key_changes_with_the_lang_config(lang_dir: Path, lang: Lang, tmp_path: Path) -> None:
+    """A lang that differs only in L's optional-silence probability gets another graph (the old key,
+    phones/words/pdfs/topology, missed it and reused the graph of the other L); the key's lang hash is
+    the GMM systems' one."""
+    from asr_kd.hmm.system import lang_sha256
+
+    other = prepare_lang(lang_dir.parent / "lexicon.txt", tmp_path / "lang", num_states=2, num_sil_states=1,
+                         self_loop_prob=0.6, sil_prob=0.5)  # fmt: skip
+    assert other.config.sil_prob != lang.config.sil_prob and other.word_symbols == lang.word_symbols
+    info, other_info = graph_build_info(lang, LM_TEXT, 2), graph_build_info(other, LM_TEXT, 2)
+    assert info["lang_sha256"] == lang_sha256(lang) and other_info["lang_sha256"] == lang_sha256(other)
+    assert graph_key(info) != graph_key(other_info)
+    assert graph_key(info) == graph_key(graph_build_info(Lang.load(lang_dir), LM_TEXT, 2))  # stable
 
 
 def _arcs(fst: kaldifst.StdVectorFst) -> list[tuple]:
