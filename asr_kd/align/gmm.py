@@ -175,11 +175,42 @@ class DiagGmm:
         """log sum_m w_pm N(x; mu_pm, diag var_pm) for every pdf p. x: (..., D) -> (..., P).
 
         One matmul over all P*M components, ``[xc^2, xc] @ [-ivar / 2, mu_c ivar]^T + gconst`` with
-        ``xc = x - center``, then logsumexp over components. float32 (float64 for float64 input; the
+        ``xc = x - center``, then logsumexp over components; pdfs are evaluated in groups of similar
+        mixture size when padding would be over a quarter of the slots. float32 (float64 for float64 input; the
         matmul runs in float64 where CUDA float32 matmuls are set to TF32, which is too coarse here).
         """
         if x.shape[-1] != self.dim:
             raise ValueError(f"features must have {self.dim} dims, got shape {tuple(x.shape)}")
+        groups = self._size_groups()
+        if len(groups) > 1:  # pdfs of similar mixture sizes together: no matmul over padding slots
+            out = torch.empty(*x.shape[:-1], self.num_pdfs, dtype=torch.promote_types(x.dtype, torch.float32),
+                              device=self.device)
+            for pdfs, m in groups:
+                out[..., pdfs] = self._trimmed(pdfs, m)._log_likelihoods(x)
+            return out
+        return self._log_likelihoods(x)
+
+    def _size_groups(self) -> list[tuple[torch.Tensor, int]]:
+        """The pdfs in groups of similar mixture size (bucket edges 1, 2, 3, 4, 6, 8, 12, 16, ...), each with
+        its largest size; one group when padding slots are under a quarter of all slots."""
+        counts = self.num_gauss_per_pdf.clamp_min(1)
+        if self.num_pdfs * self.max_gauss * 0.75 <= int(counts.sum()):
+            return [(torch.arange(self.num_pdfs, device=self.device), self.max_gauss)]
+        edges = sorted({e for k in range(self.max_gauss.bit_length() + 1) for e in (2**k, 3 * 2**k // 2)
+                        if 0 < e < self.max_gauss} | {self.max_gauss})
+        bucket = torch.bucketize(counts, torch.tensor(edges, device=counts.device))
+        groups = []
+        for b in torch.unique(bucket).tolist():
+            pdfs = torch.nonzero(bucket == b).view(-1)
+            groups.append((pdfs, int(counts[pdfs].max())))
+        return groups
+
+    def _trimmed(self, pdfs: torch.Tensor, m: int) -> DiagGmm:
+        """The GMMs of ``pdfs`` in ``m`` component slots, centred like this model."""
+        return DiagGmm(self.means[pdfs, :m], self.vars[pdfs, :m], self.log_weights[pdfs, :m],
+                       self.num_gauss_per_pdf[pdfs], self.center)
+
+    def _log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.float64 if x.dtype == torch.float64 or _tf32_matmul(self.device) else torch.float32
         num_pdfs, max_gauss = self.num_pdfs, self.max_gauss
         ivar = 1.0 / self.vars.double()

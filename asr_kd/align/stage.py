@@ -60,7 +60,7 @@ from asr_kd.guard import (
     remove_stale_temporaries,
     stage_lock,
 )
-from asr_kd.hmm.graph import context_graph
+from asr_kd.hmm.graph import alignment_graph
 from asr_kd.hmm.system import (
     GmmSystem,
     StaleSystemError,
@@ -85,11 +85,10 @@ def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[T
     if not words:
         return None, "empty_transcript"
     try:
-        pdfs = None
         if system is None:
             graph = utterance_graph(lang, words)
         else:
-            graph, pdfs = context_graph(lang, words, system.tree, system.transitions, local_pdfs=True)
+            graph = alignment_graph(lang, words, system.tree)
         needed = min_num_frames(lang, words)
     except AlignmentError as e:
         return None, f"no_pronunciation: {e}"
@@ -103,7 +102,7 @@ def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[T
     if bad:
         return None, f"non_finite_features: {bad} of {np.size(fbank)} fbank values are NaN or infinite"
     feats = gmm_features(torch.from_numpy(fbank))
-    return TrainingUtterance(cut.id, words, graph, feats, pdfs=pdfs), None
+    return TrainingUtterance(cut.id, words, graph, feats), None
 
 
 def _load_many(cuts: Sequence, lang: Lang, skipped: dict[str, str], desc: str,
@@ -331,8 +330,7 @@ def _align_utts(utts: list[TrainingUtterance], lang: Lang, system: GmmSystem, de
     feats = [transform_gmm_features(system.transform, u.feats) for u in utts]
     pass_cfg = TriConfig(**{k: v for k, v in system.config.get("pass", {}).items()
                             if k in ("acoustic_scale", "beam", "retry_beam", "boost_silence")})
-    return align_system(system, [u.graph for u in utts], feats, lang, pass_cfg, dev, num_jobs,
-                        pdf_sets=[u.pdfs for u in utts])
+    return align_system(system, [u.graph for u in utts], feats, lang, pass_cfg, dev, num_jobs)
 
 
 def _score_system(cuts: CutSet, lang: Lang, system: GmmSystem, dev, num_jobs: int, ref_map) -> dict:

@@ -48,10 +48,9 @@ class MonoConfig:
 class TrainingUtterance:
     id: str
     words: list[str]
-    graph: object  # kaldifst.StdVectorFst
+    graph: object  # kaldifst.StdVectorFst (monophone flat start) or hmm.graph.AlignmentGraph (a system's)
     feats: torch.Tensor  # (T, D) GMM features
     labels: np.ndarray | None = None  # (T,) pdf ids of the current alignment
-    pdfs: np.ndarray | None = None  # graph input label k + 1 is pdf pdfs[k] (context graphs); None: pdf k
 
 
 def batched_log_likelihoods(gmm: DiagGmm, feats: Sequence[torch.Tensor], device: torch.device) -> list[np.ndarray]:

@@ -8,8 +8,8 @@ One pass, from the previous pass's alignments of the training utterances:
    ``num_leaves`` leaves (:mod:`asr_kd.hmm.build_tree`);
 3. one Gaussian per pdf from the tree statistics (gmm-init-model); the previous alignment converted to
    the new pdfs (convert-ali); transition probabilities re-estimated from it;
-4. ``num_iters`` Viterbi iterations: realign (context graphs, :mod:`asr_kd.hmm.graph`; silence pdfs'
-   likelihoods boosted by ``boost_silence``) on ``realign_iters``, MLLT on ``mllt_iters`` (tri2),
+4. ``num_iters`` Viterbi iterations: realign (context graphs with transition columns, built once per
+   tree, :func:`asr_kd.hmm.graph.alignment_graph`; silence pdfs' likelihoods boosted by ``boost_silence``) on ``realign_iters``, MLLT on ``mllt_iters`` (tri2),
    re-estimate the GMM, mix up towards ``total_gauss``; a final realignment with the trained system.
 
 Every pass returns a :class:`asr_kd.hmm.system.GmmSystem`; the training utterances end with its
@@ -39,7 +39,7 @@ from asr_kd.hmm.build_tree import (
     frame_contexts,
     leaf_gaussians,
 )
-from asr_kd.hmm.graph import context_graph
+from asr_kd.hmm.graph import AlignmentGraph, alignment_graph
 from asr_kd.hmm.lda import LdaStats, estimate_lda, estimate_mllt, mllt_stats
 from asr_kd.hmm.system import GmmSystem, transform_gmm_features
 from asr_kd.hmm.tree import ContextDependency
@@ -108,25 +108,24 @@ def system_log_likelihoods(
 
 def align_system(
     system: GmmSystem,
-    graphs,
+    graphs: Sequence[AlignmentGraph],
     feats: Sequence[torch.Tensor],
     lang: Lang,
     cfg: TriConfig,
     device,
     num_jobs: int,
-    pdf_sets: Sequence[np.ndarray] | None = None,
 ) -> list[Alignment | None]:
-    """Viterbi alignments of transformed ``feats`` over context ``graphs`` (with ``pdf_sets``: graphs
-    of local pdf labels, :func:`asr_kd.hmm.graph.context_graph` ``local_pdfs``); pdf ids are global."""
+    """Viterbi alignments of transformed ``feats`` over ``graphs`` (:func:`asr_kd.hmm.graph.alignment_graph`
+    of ``system.tree``), with the transition probabilities of ``system.transitions``; pdf ids are global."""
     loglikes = system_log_likelihoods(
-        system, feats, device, cfg.boost_silence, silence_pdf_mask(system.tree, lang), pdf_sets
+        system, feats, device, cfg.boost_silence, silence_pdf_mask(system.tree, lang), [g.pdfs for g in graphs]
     )
-    alignments = align_batch(graphs, loglikes, num_jobs=num_jobs, beam=cfg.beam, retry_beam=cfg.retry_beam,
-                             acoustic_scale=cfg.acoustic_scale)
-    if pdf_sets is not None:
-        for ali, pdfs in zip(alignments, pdf_sets):
-            if ali is not None:
-                ali.pdf_ids = pdfs[ali.pdf_ids].astype(np.int32)
+    columns = [(g.column_pdf, g.column_costs(system.transitions)) for g in graphs]
+    alignments = align_batch([g.fst for g in graphs], loglikes, num_jobs=num_jobs, beam=cfg.beam,
+                             retry_beam=cfg.retry_beam, acoustic_scale=cfg.acoustic_scale, columns_list=columns)
+    for ali, g in zip(alignments, graphs):
+        if ali is not None:
+            ali.pdf_ids = g.pdfs[ali.pdf_ids].astype(np.int32)
     return alignments
 
 
@@ -307,10 +306,9 @@ def train_tri(
     schedule = num_gauss_schedule(
         cfg.num_iters, tree.num_pdfs, max(cfg.total_gauss, tree.num_pdfs)
     )
-    graphs = None
+    graphs = [alignment_graph(lang, u.words, tree) for u in utts]  # once: transitions are the search's
     for it in tqdm(range(cfg.num_iters), desc=f"train {name}", unit="iter"):
         if it in cfg.realign_iters:
-            graphs = [context_graph(lang, u.words, tree, system.transitions, local_pdfs=True) for u in utts]
             labels, failed = _realign(
                 system, graphs, feats, labels, lang, cfg, device, num_jobs
             )
@@ -332,7 +330,6 @@ def train_tri(
         logger.info(
             f"{name} iter {it}: avg log-likelihood/frame {info.avg_log_like:.3f}; {gmm.total_gauss} Gaussians"
         )
-    graphs = [context_graph(lang, u.words, tree, system.transitions, local_pdfs=True) for u in utts]
     labels, failed = _realign(
         system, graphs, feats, labels, lang, cfg, device, num_jobs
     )
@@ -346,9 +343,8 @@ def train_tri(
 
 
 def _realign(system, graphs, feats, labels, lang, cfg, device, num_jobs):
-    """Realign with ``graphs`` ((graph, local pdfs) pairs); utterances that fail keep their labels."""
-    alignments = align_system(system, [g for g, _ in graphs], feats, lang, cfg, device, num_jobs,
-                              pdf_sets=[pdfs for _, pdfs in graphs])
+    """Realign with ``graphs`` (:class:`AlignmentGraph`); utterances that fail keep their labels."""
+    alignments = align_system(system, graphs, feats, lang, cfg, device, num_jobs)
     new, failed = [], 0
     for old, ali in zip(labels, alignments):
         if ali is None:

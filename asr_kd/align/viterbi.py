@@ -97,7 +97,8 @@ def _path_labels(lattice) -> tuple[list[int], list[int], float]:
 
 
 def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: float = DEFAULT_BEAM,
-                  retry_beam: float = DEFAULT_RETRY_BEAM, acoustic_scale: float = 1.0) -> Alignment | None:
+                  retry_beam: float = DEFAULT_RETRY_BEAM, acoustic_scale: float = 1.0,
+                  columns: tuple[np.ndarray, np.ndarray] | None = None) -> Alignment | None:
     """Forced alignment: the best path through ``graph`` given per-frame pdf log-likelihoods.
 
     Kaldi's ``align-compiled-mapped``: FasterDecoder with ``beam``; when the final state is not reached,
@@ -109,6 +110,10 @@ def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: floa
         loglikes: (T, num_pdfs) log-likelihoods (natural log), e.g. from the GMM or scaled DNN posteriors.
         acoustic_scale: multiplies ``loglikes`` in the search (Kaldi aligns GMMs with 0.1); beams are in
             the scaled units.
+        columns: ``(column_pdf, column_cost)`` of a graph whose input label ``k + 1`` is column ``k``
+            (:class:`asr_kd.hmm.graph.AlignmentGraph`): the search reads
+            ``acoustic_scale * loglikes[:, column_pdf[k]] + column_cost[k]``; the alignment's ``pdf_ids``
+            are ``column_pdf`` of the path's columns, and its ``graph_cost`` includes the columns' costs.
 
     Returns:
         The :class:`Alignment`, or None when no path of exactly T frames reached the final state
@@ -121,6 +126,8 @@ def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: floa
     if num_frames == 0:
         return None
     scaled = loglikes * acoustic_scale if acoustic_scale != 1.0 else loglikes
+    if columns is not None:
+        scaled = scaled[:, columns[0]] + columns[1]
     decodable = kaldi_decoder.DecodableCtc(np.ascontiguousarray(scaled, dtype=np.float32))
     retried, lattice = False, _decode(graph, decodable, beam)
     if lattice is None and retry_beam > beam:
@@ -131,6 +138,9 @@ def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: floa
     if len(ilabels) != num_frames:  # pragma: no cover - the decoder consumes every frame
         raise RuntimeError(f"best path has {len(ilabels)} frames, the matrix {num_frames}")
     pdf_ids = np.asarray(ilabels, dtype=np.int32) - 1
+    if columns is not None:
+        graph_cost -= float(columns[1][pdf_ids].astype(np.float64).sum())
+        pdf_ids = columns[0][pdf_ids].astype(np.int32)
     olabels_array = np.asarray(olabels, dtype=np.int32)
     starts = np.flatnonzero(olabels_array)
     if len(starts) == 0 or starts[0] != 0:  # pragma: no cover - every path starts with a phone
@@ -145,7 +155,7 @@ def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: floa
 
 
 def _align_chunk(archive: str, loglikes_list: list[np.ndarray], beam: float, retry_beam: float,
-                 acoustic_scale: float) -> list[Alignment | None]:
+                 acoustic_scale: float, columns_list: list | None = None) -> list[Alignment | None]:
     """Worker: align the graphs of the Kaldi table ``archive`` (keys 0, 1, ...) with ``loglikes_list``."""
     results = []
     with kaldifst.SequentialVectorFstReader(f"ark:{archive}") as reader:
@@ -153,7 +163,8 @@ def _align_chunk(archive: str, loglikes_list: list[np.ndarray], beam: float, ret
             loglikes = loglikes_list[len(results)]
             if int(key) != len(results):  # pragma: no cover - we wrote the archive ourselves
                 raise RuntimeError(f"{archive}: expected key {len(results)}, got {key}")
-            results.append(viterbi_align(graph, loglikes, beam, retry_beam, acoustic_scale))
+            columns = None if columns_list is None else columns_list[len(results)]
+            results.append(viterbi_align(graph, loglikes, beam, retry_beam, acoustic_scale, columns))
     if len(results) != len(loglikes_list):  # pragma: no cover
         raise RuntimeError(f"{archive}: {len(results)} graphs for {len(loglikes_list)} matrices")
     return results
@@ -182,7 +193,8 @@ def shutdown_workers() -> None:
 
 def align_batch(graphs: Sequence[kaldifst.StdVectorFst], loglikes_list: Sequence[np.ndarray],
                 num_jobs: int = 1, beam: float = DEFAULT_BEAM, retry_beam: float = DEFAULT_RETRY_BEAM,
-                acoustic_scale: float = 1.0, chunks_per_job: int = 4) -> list[Alignment | None]:
+                acoustic_scale: float = 1.0, chunks_per_job: int = 4,
+                columns_list: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[Alignment | None]:
     """:func:`viterbi_align` on many utterances, in ``num_jobs`` processes (see the module docstring).
 
     Args:
@@ -190,6 +202,8 @@ def align_batch(graphs: Sequence[kaldifst.StdVectorFst], loglikes_list: Sequence
         loglikes_list: the matching (T_i, num_pdfs) float32 matrices.
         num_jobs: worker processes; 1 aligns in this process. The result does not depend on it.
         chunks_per_job: chunks per worker (more: better load balance, more archives).
+        columns_list: per utterance, the ``columns`` of :func:`viterbi_align` (graphs with transition
+            columns), or None.
 
     Returns:
         One :class:`Alignment` or None (failed; see :func:`viterbi_align`) per utterance, in input order.
@@ -199,11 +213,15 @@ def align_batch(graphs: Sequence[kaldifst.StdVectorFst], loglikes_list: Sequence
     if num_jobs < 1:
         raise ValueError(f"num_jobs must be >= 1, got {num_jobs}")
     num_chunks = min(len(graphs), num_jobs * max(1, chunks_per_job))
+    if columns_list is not None and len(columns_list) != len(graphs):
+        raise ValueError(f"got {len(graphs)} graphs but {len(columns_list)} column tables")
     if num_jobs == 1 or num_chunks <= 1:
-        results = [viterbi_align(g, m, beam, retry_beam, acoustic_scale) for g, m in zip(graphs, loglikes_list)]
+        cols = columns_list if columns_list is not None else [None] * len(graphs)
+        results = [viterbi_align(g, m, beam, retry_beam, acoustic_scale, c)
+                   for g, m, c in zip(graphs, loglikes_list, cols)]
     else:
         results = _align_in_workers(graphs, loglikes_list, num_jobs, num_chunks,
-                                    (beam, retry_beam, acoustic_scale))
+                                    (beam, retry_beam, acoustic_scale), columns_list)
     num_failed = sum(ali is None for ali in results)
     if num_failed:
         logging.info(f"align_batch: {num_failed} of {len(results)} utterances failed to align")
@@ -211,8 +229,8 @@ def align_batch(graphs: Sequence[kaldifst.StdVectorFst], loglikes_list: Sequence
 
 
 def _align_in_workers(graphs: Sequence[kaldifst.StdVectorFst], loglikes_list: Sequence[np.ndarray],
-                      num_jobs: int, num_chunks: int, options: tuple[float, float, float]
-                      ) -> list[Alignment | None]:
+                      num_jobs: int, num_chunks: int, options: tuple[float, float, float],
+                      columns_list=None) -> list[Alignment | None]:
     """Write ``num_chunks`` graph archives and align them in the worker pool; results in input order."""
     bounds = [round(k * len(graphs) / num_chunks) for k in range(num_chunks + 1)]
     tmp_root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -226,7 +244,8 @@ def _align_in_workers(graphs: Sequence[kaldifst.StdVectorFst], loglikes_list: Se
                     for i in range(begin, end):
                         writer.write(str(i - begin), graphs[i])
                 matrices = [np.asarray(m, dtype=np.float32) for m in loglikes_list[begin:end]]
-                futures.append(pool.submit(_align_chunk, archive, matrices, *options))
+                cols = None if columns_list is None else list(columns_list[begin:end])
+                futures.append(pool.submit(_align_chunk, archive, matrices, *options, cols))
             return [ali for future in futures for ali in future.result()]
         except BaseException:
             for future in futures:

@@ -17,12 +17,22 @@
    reads phone segments off the best path), costs in nats. Epsilon windows stay epsilon arcs.
 
 A monophone tree (context width 1) gives the same paths as ``utterance_graph``.
+
+:func:`alignment_graph` builds the same graph without transition probabilities, as Kaldi's
+compile-train-graphs does with transition-ids: its input label ``k + 1`` is a *column* ``k``, a
+(local pdf, phone, HMM state, self-loop or forward) tuple, and the search adds the transition's current
+log-probability to that column's log-likelihood (:meth:`AlignmentGraph.column_costs`). The graph is built
+once per tree and serves every realignment while the transition model is re-estimated. Each frame pays
+the transition it takes: the self-loop of its state, or the forward transition out of the previous state
+when it enters a state; the forward transition out of a phone's last state is paid on the phone's first
+frame (same path costs, one frame earlier for the beam).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import kaldifst
@@ -67,6 +77,94 @@ def phone_graph(
         junction = word_end
     fst.set_final(optional_sil(junction), 0.0)
     return fst
+
+
+@dataclass
+class AlignmentGraph:
+    """A forced-alignment graph whose input labels are columns (module docstring): label ``k + 1`` is
+    column ``k``, which reads pdf ``pdfs[column_pdf[k]]`` and pays the transition of HMM state
+    ``column_state[k]`` of ``column_phone[k]`` (its self-loop where ``column_self_loop[k]``, else its
+    forward transition)."""
+
+    fst: kaldifst.StdVectorFst
+    pdfs: np.ndarray  #: (P,) int64 global pdf ids the graph uses
+    column_pdf: np.ndarray  #: (K,) int64 index into ``pdfs``
+    column_phone: np.ndarray  #: (K,) int64 phone id
+    column_state: np.ndarray  #: (K,) int64 HMM state whose transition the column pays
+    column_self_loop: np.ndarray  #: (K,) bool
+
+    def column_costs(self, transitions: TransitionModel) -> np.ndarray:
+        """(K,) float32 natural-log probabilities of every column's transition under ``transitions``."""
+        self_loop, forward = transitions.log_prob_tables()
+        return np.where(
+            self.column_self_loop,
+            self_loop[self.column_phone, self.column_state],
+            forward[self.column_phone, self.column_state],
+        ).astype(np.float32)
+
+
+def alignment_graph(
+    lang: Lang, words: Sequence[str], tree: ContextDependency, optional_silence: bool = True
+) -> AlignmentGraph:
+    """The forced-alignment graph of one transcript with transition columns (module docstring).
+
+    Raises:
+        AlignmentError: a word has no pronunciation.
+    """
+    columns: dict[tuple[int, int, int, bool], int] = {}
+    local: dict[int, int] = {}
+
+    def column(pdf: int, phone: int, state: int, self_loop: bool) -> int:
+        return columns.setdefault((local.setdefault(pdf, len(local)), phone, state, self_loop), len(columns))
+
+    def add_hmm(out, window, phone, src, dst, entry_cost) -> None:
+        n = _num_states(lang, phone)
+        pdfs = [tree.pdf(window, s) for s in range(n)]
+        states = [out.add_state() for _ in pdfs]
+        out.add_arc(src, kaldifst.StdArc(column(pdfs[0], phone, n - 1, False) + 1, phone, entry_cost, states[0]))
+        for i, state in enumerate(states):
+            out.add_arc(state, kaldifst.StdArc(column(pdfs[i], phone, i, True) + 1, 0, 0.0, state))
+            if i + 1 < n:
+                out.add_arc(state, kaldifst.StdArc(column(pdfs[i + 1], phone, i, False) + 1, 0, 0.0, states[i + 1]))
+            else:
+                out.add_arc(state, kaldifst.StdArc(0, 0, 0.0, dst))
+
+    fst = _expand(lang, words, tree, optional_silence, add_hmm)
+    keys = sorted(columns, key=columns.get)
+    table = np.array(keys, dtype=np.int64).reshape(-1, 4)
+    return AlignmentGraph(
+        fst, np.array(sorted(local, key=local.get), dtype=np.int64), table[:, 0], table[:, 1], table[:, 2],
+        table[:, 3].astype(bool),
+    )  # fmt: skip
+
+
+def _expand(lang: Lang, words: Sequence[str], tree: ContextDependency, optional_silence: bool, add_hmm):
+    """``phone_graph``, through the context transducer, with ``add_hmm(fst, window, phone, src, dst,
+    cost)`` putting the HMM of every arc's central phone in place of the arc."""
+    phones = phone_graph(lang, words, optional_silence)
+    if tree.context_width == 1:
+        cfst, windows = phones, None
+    else:
+        cfst, windows = kaldifst.compose_context([], tree.context_width, tree.central_position, phones)
+    out = kaldifst.StdVectorFst()
+    for _ in range(cfst.num_states):
+        out.add_state()
+    out.start = cfst.start
+    centre = tree.central_position
+    for state in range(cfst.num_states):
+        final = cfst.final(state)
+        if final.value != math.inf:
+            out.set_final(state, final.value)
+        for arc in kaldifst.ArcIterator(cfst, state):
+            window = [arc.ilabel] if windows is None else windows[arc.ilabel]
+            phone = window[centre] if len(window) == tree.context_width else 0
+            if arc.ilabel == 0 or phone <= 0:
+                out.add_arc(state, kaldifst.StdArc(0, 0, arc.weight.value, arc.nextstate))
+            else:
+                add_hmm(out, window, phone, state, arc.nextstate, arc.weight.value)
+    out.output_symbols = _symbol_table(tuple(lang.phone_symbols))
+    kaldifst.arcsort(out, sort_type="ilabel")
+    return out
 
 
 def context_graph(

@@ -48,6 +48,17 @@ class TransitionModel:
         p = self.self_loop[(int(phone), int(hmm_state))]
         return math.log(p), math.log1p(-p)
 
+    def log_prob_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """(self-loop, forward) natural-log probabilities as ``(max phone id + 1, max state + 1)`` float64
+        arrays indexed by [phone id, HMM state] (-inf where the model has no such state)."""
+        keys = np.array(list(self.self_loop), dtype=np.int64).reshape(-1, 2)
+        p = np.array(list(self.self_loop.values()), dtype=np.float64)
+        shape = (int(keys[:, 0].max(initial=0)) + 1, int(keys[:, 1].max(initial=0)) + 1)
+        self_loop, forward = np.full(shape, -np.inf), np.full(shape, -np.inf)
+        self_loop[keys[:, 0], keys[:, 1]] = np.log(p)
+        forward[keys[:, 0], keys[:, 1]] = np.log1p(-p)
+        return self_loop, forward
+
     @classmethod
     def from_lang(cls, lang: Lang) -> TransitionModel:
         """The lang topology's fixed probabilities."""

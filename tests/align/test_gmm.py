@@ -255,3 +255,23 @@ def test_bad_inputs_named() -> None:
         gmm.log_likelihoods(torch.zeros(4, 5))
     with pytest.raises(ValueError, match="pdf_occupancy"):
         gmm.mix_up(4)
+
+
+def test_log_likelihoods_of_mixtures_of_many_sizes_match_the_padded_computation() -> None:
+    # pdfs of 1..12 components in 12 slots: evaluated in size groups, the result is the padded one
+    g = torch.Generator().manual_seed(4)
+    num_pdfs, slots, dim = 30, 12, 5
+    sizes = torch.randint(1, slots + 1, (num_pdfs,), generator=g)
+    sizes[0] = slots
+    log_weights = torch.log_softmax(torch.randn(num_pdfs, slots, generator=g), -1)
+    log_weights[torch.arange(slots)[None, :] >= sizes[:, None]] = -math.inf
+    gmm = DiagGmm(torch.randn(num_pdfs, slots, dim, generator=g), torch.rand(num_pdfs, slots, dim, generator=g) + 0.3,
+                  log_weights)
+    groups = gmm._size_groups()
+    assert len(groups) > 1 and sorted(torch.cat([p for p, _ in groups]).tolist()) == list(range(num_pdfs))
+    assert all(int(gmm.num_gauss_per_pdf[p].max()) == m for p, m in groups)
+    x = torch.randn(50, dim, generator=g, dtype=torch.float64)
+    direct = gmm._log_likelihoods(x)  # one matmul over every slot, padding included
+    torch.testing.assert_close(gmm.log_likelihoods(x), direct, rtol=0, atol=1e-9)
+    torch.testing.assert_close(gmm.log_likelihoods(x.float()), direct.float(), rtol=1e-5, atol=1e-4)
+    assert gmm.log_likelihoods(x[None]).shape == (1, 50, num_pdfs)

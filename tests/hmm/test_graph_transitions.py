@@ -16,7 +16,7 @@ from test_graph import make_lang, pdf_sequences
 from asr_kd.align.gmm import DiagGmm
 from asr_kd.align.graph import utterance_graph
 from asr_kd.align.viterbi import viterbi_align
-from asr_kd.hmm.graph import context_graph
+from asr_kd.hmm.graph import alignment_graph, context_graph
 from asr_kd.hmm.system import GmmSystem, StaleSystemError, lang_sha256
 from asr_kd.hmm.transitions import TransitionModel
 from asr_kd.hmm.tree import ContextDependency, Question
@@ -149,6 +149,34 @@ def test_local_pdf_graph_aligns_like_the_global_one(lang) -> None:
     part = viterbi_align(local, loglikes[:, pdfs], beam=1e4)
     assert pdfs[part.pdf_ids].tolist() == full.pdf_ids.tolist()
     assert part.score == pytest.approx(full.score, abs=1e-4)
+
+
+def test_transition_column_graph_aligns_like_the_graph_with_transitions(lang) -> None:
+    tree = triphone_tree(lang)
+    base = TransitionModel.from_lang(lang)
+    rng = np.random.default_rng(5)
+    trans = TransitionModel({k: float(rng.uniform(0.2, 0.9)) for k in base.self_loop})  # not the topology's
+    ali_graph = alignment_graph(lang, ["b", "a"], tree)
+    graph = context_graph(lang, ["b", "a"], tree, trans)
+    assert sorted(ali_graph.pdfs.tolist()) == [0, 2, 3, 4, 5, 6, 7, 8]
+    # every column reads one of the graph's pdfs and pays a transition of its phone's states
+    assert ali_graph.column_pdf.max() < len(ali_graph.pdfs) and len(ali_graph.column_pdf) > len(ali_graph.pdfs)
+    for _ in range(3):
+        loglikes = np.log(rng.dirichlet(np.ones(tree.num_pdfs), size=11)).astype(np.float32)
+        full = viterbi_align(graph, loglikes, beam=1e4)
+        cols = (ali_graph.column_pdf, ali_graph.column_costs(trans))
+        part = viterbi_align(ali_graph.fst, loglikes[:, ali_graph.pdfs], beam=1e4, columns=cols)
+        assert ali_graph.pdfs[part.pdf_ids].tolist() == full.pdf_ids.tolist()
+        assert part.log_likelihood == pytest.approx(full.log_likelihood, abs=1e-4)
+        assert part.graph_cost == pytest.approx(full.graph_cost, abs=1e-4)  # transitions included
+        assert [p for p, _, _ in part.phones] == [p for p, _, _ in full.phones]
+    # another transition model changes the costs, not the graph: column costs are its log-probabilities
+    self_loop, forward = trans.log_prob_tables()
+    k = int(np.flatnonzero(ali_graph.column_self_loop)[0])
+    phone, state = int(ali_graph.column_phone[k]), int(ali_graph.column_state[k])
+    assert ali_graph.column_costs(trans)[k] == pytest.approx(math.log(trans.self_loop[(phone, state)]), abs=1e-6)
+    assert forward[phone, state] == pytest.approx(math.log1p(-trans.self_loop[(phone, state)]))
+    assert self_loop.shape == forward.shape
 
 
 def test_gmm_subset_gives_the_columns_of_the_full_model() -> None:

@@ -89,12 +89,12 @@ def test_triphone_passes_beat_the_monophone_alignment(tmp_path) -> None:
     assert tri2_agree > mono_agree + 0.01, (mono_agree, tri1_agree, tri2_agree)
     # the saved system (its own transform: LDA with MLLT composed in) reproduces the training alignment
     from asr_kd.align.train_tri import align_system
-    from asr_kd.hmm.graph import context_graph
+    from asr_kd.hmm.graph import alignment_graph
     from asr_kd.hmm.system import transform_gmm_features
 
-    graphs = [context_graph(lang, u.words, tri2.tree, tri2.transitions, local_pdfs=True) for u in utts[:20]]
-    alis = align_system(tri2, [g for g, _ in graphs], [transform_gmm_features(tri2.transform, u.feats) for u in utts[:20]],
-                        lang, lda_cfg, dev, 1, pdf_sets=[p for _, p in graphs])
+    graphs = [alignment_graph(lang, u.words, tri2.tree) for u in utts[:20]]
+    alis = align_system(tri2, graphs, [transform_gmm_features(tri2.transform, u.feats) for u in utts[:20]],
+                        lang, lda_cfg, dev, 1)
     assert all(a.pdf_ids.tolist() == u.labels.tolist() for a, u in zip(alis, utts[:20]))
     # transitions were re-estimated: the true state durations are 2..6 frames (self-loop 0.5..0.8)
     p = tri2.transitions.self_loop[(lang.phone_to_id["a"], 1)]
