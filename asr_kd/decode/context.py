@@ -19,7 +19,7 @@ of an HMM state is added after determinization from the label alone, so a label 
 the self-loop cost. Label ``d + 1`` is pdf ``d`` with the self-loop cost of its first (window, state) in
 window order; a pdf whose (phone, state)s have other self-loop costs (a tree that ties states across
 phones with different transitions) gets extra labels ``num_pdfs + 1 + j`` scoring column
-``extra_pdfs[j]``: :meth:`HmmLabels.expand` appends those columns to a ``(T, num_pdfs)`` matrix. A
+``extra_pdfs[j]``: :func:`label_columns` appends those columns to a ``(T, num_pdfs)`` matrix. A
 monophone system has no extra labels: its labels are pdf id + 1, as before context dependency.
 """
 
@@ -136,11 +136,19 @@ class HmmLabels:
             self.self_loop[label] = float(self_loop_cost)
         return self._by_pdf_cost[key]
 
-    def expand(self, loglikes: np.ndarray) -> np.ndarray:
-        """``(T, num_pdfs)`` -> ``(T, num_labels)``: column ``label - 1`` scores that label."""
-        if not self.extra_pdfs:
-            return loglikes
-        return np.concatenate([loglikes, loglikes[:, self.extra_pdfs]], axis=1)
+
+def label_columns(loglikes: np.ndarray, extra_pdfs: Sequence[int]) -> np.ndarray:
+    """``(T, num_pdfs)`` -> ``(T, num_pdfs + len(extra_pdfs))``: column ``label - 1`` scores that HCLG input
+    label, the extra label ``num_pdfs + 1 + j`` with pdf ``extra_pdfs[j]``'s column (the same array when
+    there are none). The one place the label layout meets a score matrix (building and decoding)."""
+    if not len(extra_pdfs):
+        return loglikes
+    num_pdfs = loglikes.shape[-1]
+    bad = [p for p in extra_pdfs if not 0 <= int(p) < num_pdfs]
+    if bad:
+        raise ValueError(f"extra label pdfs {bad[:5]} out of range for a matrix of {num_pdfs} pdfs: the graph was "
+                         "built for another tree")  # fmt: skip
+    return np.concatenate([loglikes, loglikes[:, [int(p) for p in extra_pdfs]]], axis=1)
 
 
 @dataclass

@@ -11,7 +11,7 @@ Usage:
 
 The search maximises ``acoustic_scale * sum_t loglikes[t, s_t] - graph_cost``; kaldi-decoder's
 ``DecodableCtc(matrix)`` returns ``matrix[t, ilabel - 1]`` and applies no scale, so the matrix is scaled
-here (and widened by the graph's extra label columns, :class:`asr_kd.decode.context.HmmLabels`).
+here (and widened by the graph's extra label columns, :func:`asr_kd.decode.context.label_columns`).
 
 Search settings (:func:`search_utterance`, the decode stage's): the beam is given in scaled log units at
 the reference acoustic scale 0.1 (Kaldi's acwt) and, with ``scale_beam`` (default), grows with the scale
@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from asr_kd.decode.context import label_columns
 
 DEFAULT_BEAM = 13.0  #: Kaldi's decode.sh --beam
 DEFAULT_MAX_ACTIVE = 7000  #: Kaldi's decode.sh --max-active
@@ -149,8 +151,7 @@ def search_utterance(graph, loglikes: np.ndarray, beam: float = DEFAULT_BEAM, ma
         raise ValueError(f"loglikes must be (T, num_pdfs), got shape {loglikes.shape}")
     if loglikes.shape[0] == 0:
         return Hypothesis([], True)
-    if len(extra_pdfs):
-        loglikes = np.concatenate([loglikes, loglikes[:, list(extra_pdfs)]], axis=1)
+    loglikes = label_columns(loglikes, extra_pdfs)
     scaled = np.ascontiguousarray(loglikes * acoustic_scale, dtype=np.float32)
     width = search_beam(beam, acoustic_scale, scale_beam)
     best: list[int] | None = None

@@ -17,7 +17,8 @@ import pytest
 from decode_fixtures import LM_TEXT, make_lang, one_hot_loglikes, pdf_sequence
 
 from asr_kd.data.lang import Lang
-from asr_kd.decode.context import HmmLabels, LangTransitions, MonophoneTree, hmm_labels
+from asr_kd.decode.context import HmmLabels, LangTransitions, MonophoneTree, hmm_labels, label_columns
+from asr_kd.decode.decoder import search_utterance
 from asr_kd.decode.graph import build_decoding_graph, ensure_decoding_graph, make_hclg
 
 MAX_STATES = 2  #: most HMM states of a phone in the fixture lang
@@ -206,10 +207,24 @@ def test_tied_pdfs_with_other_transitions_get_extra_labels(lang: Lang, tmp_path:
     # "three" (th r iy) on iy-frames scored through the extra labels, which read uw's columns
     pdfs = pdf_sequence(lang, ["three"], 3, True)
     pdfs = [uw[lang.pdf_ids("iy").index(p)] if p in lang.pdf_ids("iy") else p for p in pdfs]
-    matrix = labels.expand(one_hot_loglikes(lang, pdfs, -100.0))
+    loglikes = one_hot_loglikes(lang, pdfs, -100.0)
+    matrix = label_columns(loglikes, labels.extra_pdfs)
     assert matrix.shape == (len(pdfs), lang.num_pdfs + 2)
     word_ids, _, acoustic = best_path(hclg, matrix)
     assert word_ids == [lang.word_to_id["three"]] and acoustic == pytest.approx(0.0, abs=1e-3)
+    # the decode stage's search widens the matrix the same way (from the graph info's extra pdfs)
+    hyp = search_utterance(hclg, loglikes, acoustic_scale=1.0, extra_pdfs=labels.extra_pdfs)
+    assert hyp.word_ids == [lang.word_to_id["three"]] and hyp.reached_final
+
+
+def test_label_columns_by_hand() -> None:
+    loglikes = np.array([[0.0, -1.0, -2.0], [-3.0, -4.0, -5.0]])
+    assert label_columns(loglikes, []) is loglikes  # no extra labels: the matrix as it is
+    # labels 4 and 5 (num_pdfs + 1 + j) score pdfs 2 and 0: columns 3 and 4
+    expected = [[0.0, -1.0, -2.0, -2.0, 0.0], [-3.0, -4.0, -5.0, -5.0, -3.0]]
+    assert label_columns(loglikes, [2, 0]).tolist() == expected
+    with pytest.raises(ValueError, match=r"extra label pdfs \[3\] out of range for a matrix of 3 pdfs"):
+        label_columns(loglikes, [1, 3])
 
 
 def test_hmm_labels_monophone_is_identity(lang: Lang) -> None:
