@@ -195,21 +195,23 @@ def resolve_distill_config(cfg: DistillConfig) -> tuple[DistillConfig, dict | No
     expected: dict[str, Any] = {"temperature": temperature, "num_pdfs": cfg.model.num_pdfs}
     if teachers is not None:
         expected["teachers"] = teachers
-    cuts = load_soft_target_cuts(cfg.cache_dir, TRAIN_SPLIT, expected=expected)  # raises CacheMismatchError
     meta = read_metadata(cfg.cache_dir)
+    # the merged manifest, read once here (checked against the metadata; CacheMismatchError); the trainer's
+    # SoftTargetIndex reads it again in each process that looks targets up
+    held = list(load_soft_target_cuts(cfg.cache_dir, TRAIN_SPLIT, expected=expected).ids)
     if cfg.sparse and meta["storage"] != "topk":
         raise CacheMismatchError(f"sparse=True needs a top-k cache; cache storage {meta['storage']!r} in "
                                  f"{cfg.cache_dir} (use sparse=False)")  # fmt: skip
-    if next(iter(cuts), None) is None:
+    if not held:
         raise CacheMismatchError(f"the {TRAIN_SPLIT} split of {cfg.cache_dir} holds no cuts")
-    check_cache_covers(cfg.cache_dir, TRAIN_SPLIT, list(training_subset(cfg.data).ids))
+    check_cache_covers(cfg.cache_dir, TRAIN_SPLIT, list(training_subset(cfg.data).ids), held=held, meta=meta)
     if cfg.data.transfer_cuts:  # unlabeled cuts: their soft targets are in the cache's transfer split
         if TRANSFER_SPLIT not in meta.get("splits", {}):
             raise CacheMismatchError(f"{cfg.cache_dir} has no merged {TRANSFER_SPLIT!r} split for the transfer cuts "
                                      f"{cfg.data.transfer_cuts}: run asr-kd cache --split {TRANSFER_SPLIT} --cuts "
                                      f"{cfg.data.transfer_cuts} with the same teachers and cache dir")  # fmt: skip
         transfer_ids = list(read_cuts(cfg.data.transfer_cuts, lazy=True).ids)
-        check_cache_covers(cfg.cache_dir, TRANSFER_SPLIT, transfer_ids, what="transfer")
+        check_cache_covers(cfg.cache_dir, TRANSFER_SPLIT, transfer_ids, what="transfer", meta=meta)
     resolved = replace(cfg, data=copy.deepcopy(cfg.data), temperature=temperature, alpha=float(cfg.alpha),
                        teachers=teachers, cache_dir=str(cfg.cache_dir),
                        cache_metadata_sha256=config_sha256(meta))  # fmt: skip

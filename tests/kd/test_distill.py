@@ -244,6 +244,25 @@ def test_cache_metadata_names_its_cuts(setup):
     assert info["num_cuts"] == 48 and info["cut_ids_sha256"] == cut_ids_sha256(ids)
 
 
+def test_the_cache_manifest_is_read_once_to_resolve_the_run(setup, monkeypatch):
+    from lhotse import CutSet
+
+    from asr_kd.kd.cache import merged_manifest_path
+
+    manifest = str(merged_manifest_path(setup["topk"], "train"))
+    reads: list[str] = []
+    from_file = CutSet.from_file
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return from_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(CutSet, "from_file", counted)
+    resolved, meta = resolve_distill_config(kd_config(setup, "unused"))
+    assert reads.count(manifest) == 1 and meta["splits"]["train"]["num_cuts"] == 48
+    assert resolved.cache_metadata_sha256 == config_sha256(meta)
+
+
 def test_cache_of_other_cuts_is_refused_with_counts(setup):
     """A cache built from 40 of the 48 training cuts (or from the dev cuts) cannot train on the 48."""
     train_cuts = list(load_cuts(setup["corpus"] / "train.jsonl.gz"))

@@ -7,7 +7,7 @@ See the package docstring (:mod:`asr_kd.kd.cache`) for the layout and the fields
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -126,16 +126,19 @@ class SoftTargetIndex:
         return out
 
 
-def check_cache_covers(cache_dir: Path | str, split: str, cut_ids: Sequence[str], what: str = "training") -> None:
+def check_cache_covers(cache_dir: Path | str, split: str, cut_ids: Sequence[str], what: str = "training", *,
+                       held: Iterable[str] | None = None, meta: dict | None = None) -> None:  # fmt: skip
     """Raise CacheMismatchError unless the merged ``split`` of the cache holds every id of ``cut_ids``
     (or left it out for its non-finite features: ``skipped_cut_ids``).
 
+    ``held``, ``meta``: the split's cut ids and ``metadata.json`` when the caller has read them already
+    (``load_soft_target_cuts``), so that the manifest is not read again; by default both are read here.
     The message gives the counts and the first missing ids, and says which cuts the cache was built from
     (``metadata.json``: ``splits.<split>.cuts_path``).
     """
-    meta = read_metadata(cache_dir)
+    meta = read_metadata(cache_dir) if meta is None else meta
     info = meta.get("splits", {}).get(split) or {}
-    held = SoftTargetIndex.of_split(cache_dir, split).ids
+    held = SoftTargetIndex.of_split(cache_dir, split).ids if held is None else set(held)
     left_out = set(info.get("skipped_cut_ids") or [])  # non-finite features: the trainer skips them too
     missing = sorted(set(cut_ids) - held - left_out)
     if missing:
