@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from asr_kd.decode.record import find_configurations
 from asr_kd.utils import atomic_output
 
 
@@ -40,8 +41,7 @@ def _reference(results: dict, role: str) -> dict | None:
     """The full-data, no-transfer configuration of ``role`` (``student_hard``), or the ensemble record."""
     if role == "ensemble":
         return next((r for r in results["models"] if r["role"] == "ensemble"), None)
-    return next((c for c in results["configurations"] if c["role"] == role and c["train_fraction"] == 1.0
-                 and not c["transfer"]), None)  # fmt: skip
+    return next(iter(find_configurations(results["configurations"], role)), None)
 
 
 def plot_temperature_sweep(results: dict, path: Path | str) -> Path | None:

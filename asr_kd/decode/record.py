@@ -121,6 +121,30 @@ def write_record(path: Path | str, record: dict) -> None:
     write_json(path, validate_record(record, path))
 
 
+#: training fractions are compared at this many decimals: 0.1 * 0.3 and 0.03 (or a sum of tenths and 1.0)
+#: are one fraction, the float noise of how a recipe computed them
+FRACTION_DIGITS = 12
+
+
+def canonical_fraction(value: float | None) -> float:
+    """A record's ``train_fraction`` as the report keys configurations by it (None, the whole set: 1.0)."""
+    return 1.0 if value is None else round(float(value), FRACTION_DIGITS)
+
+
+def same_fraction(a: float | None, b: float | None) -> bool:
+    """Whether two training fractions are the same (:data:`FRACTION_DIGITS`; None is 1.0)."""
+    tolerance = 10.0**-FRACTION_DIGITS
+    return math.isclose(canonical_fraction(a), canonical_fraction(b), rel_tol=0.0, abs_tol=tolerance)
+
+
+def find_configurations(configs: list[dict], role: str, fraction: float = 1.0,
+                        transfer: bool = False) -> list[dict]:  # fmt: skip
+    """The report's configurations (``asr_kd.decode.report.group_configurations``) of ``role`` on the
+    training ``fraction`` (default the full data), with or without a transfer set, in their order."""
+    return [c for c in configs if c["role"] == role and same_fraction(c["train_fraction"], fraction)
+            and bool(c["transfer"]) == transfer]  # fmt: skip
+
+
 def summary_line(record: dict) -> str:
     """``name: WER x% [S sub I ins D del / N words], frame acc y%, RTF z`` of a record."""
     acc = "n/a" if record["frame_acc"] is None else f"{100 * record['frame_acc']:.2f}%"

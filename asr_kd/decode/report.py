@@ -46,7 +46,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from asr_kd.decode.plots import plot_data_size_curve, plot_temperature_sweep
-from asr_kd.decode.record import KNOWN_ROLES, load_record
+from asr_kd.decode.record import (
+    KNOWN_ROLES,
+    canonical_fraction,
+    find_configurations,
+    load_record,
+    same_fraction,
+)
 from asr_kd.decode.scoring import read_utt_errors
 from asr_kd.decode.significance import paired_difference, paired_ratio, paired_wer_tests, summarize_seeds
 from asr_kd.decode.tables import render_markdown
@@ -105,8 +111,9 @@ def mean_teacher(teachers: list[dict]) -> dict:
 
 # ------------------------------------------------------------------------------------------- configurations
 def fraction_of(record: dict) -> float:
-    """The record's training fraction (None, the whole training set, is 1.0)."""
-    return 1.0 if record.get("train_fraction") is None else float(record["train_fraction"])
+    """The record's training fraction (None, the whole training set, is 1.0), as the configurations are
+    keyed by it (``canonical_fraction``: float noise removed)."""
+    return canonical_fraction(record.get("train_fraction"))
 
 
 def config_key(record: dict) -> tuple:
@@ -180,8 +187,7 @@ class _Selection:
         return [r for r in self.records if r["name"] in names]
 
     def config(self, role: str, fraction: float = 1.0, transfer: bool = False, warn: bool = True) -> dict | None:
-        found = [c for c in self.configs if c["role"] == role and abs(c["train_fraction"] - fraction) < 1e-9
-                 and c["transfer"] == transfer]  # fmt: skip
+        found = find_configurations(self.configs, role, fraction, transfer)
         if len(found) > 1 and warn:
             logging.warning(f"{len(found)} configurations with role {role!r}, fraction {fraction:g}, transfer "
                             f"{transfer}; the tables use {found[0]['name']!r}")  # fmt: skip
@@ -266,7 +272,8 @@ def _temperature_sweep(sel: _Selection) -> list[dict]:
     """Distilled students on the full data without transfer, one point per temperature (all seeds)."""
     points: dict[float, list[dict]] = {}
     for c in sel.configs:
-        if c["role"] in ("student_kd", "student_kd_sweep") and c["train_fraction"] == 1.0 and not c["transfer"]:
+        full_data = same_fraction(c["train_fraction"], 1.0) and not c["transfer"]
+        if c["role"] in ("student_kd", "student_kd_sweep") and full_data:
             if c["temperature"] is None:
                 logging.warning(f"{c['name']!r} ({c['role']}) has no temperature: left out of the sweep")
                 continue
@@ -293,7 +300,7 @@ def _table5(sel: _Selection, comparisons: dict) -> dict:
             rows.append({"name": c["name"], "role": role, "targets": targets, "train_fraction": fraction,
                          "seeds": c["seeds"], **{m: c[m] for m in METRICS}})  # fmt: skip
     gap = comparisons["gap_closed"]
-    return {"fraction": f, "rows": rows if any(r["train_fraction"] == f for r in rows) else [],
+    return {"fraction": f, "rows": rows if any(same_fraction(r["train_fraction"], f) for r in rows) else [],
             "gap_recovered": {m: gap[m] for m in METRICS}}  # fmt: skip
 
 

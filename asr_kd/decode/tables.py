@@ -8,7 +8,7 @@ t-interval over seeds.
 
 from __future__ import annotations
 
-from asr_kd.decode.record import KNOWN_ROLES
+from asr_kd.decode.record import KNOWN_ROLES, find_configurations
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -105,8 +105,7 @@ _TABLE_HEAD = [
 
 
 def _full_data(configs: list[dict], role: str, transfer: bool = False) -> dict | None:
-    return next((c for c in configs if c["role"] == role and c["train_fraction"] == 1.0 and c["transfer"] == transfer),
-                None)  # fmt: skip
+    return next(iter(find_configurations(configs, role, 1.0, transfer)), None)
 
 
 def render_markdown(results: dict, title: str = "results") -> str:

@@ -186,6 +186,29 @@ def test_markdown_and_plots(exp_dir):
     assert not list(exp_dir.glob(".tmp.*"))
 
 
+def test_fractions_with_float_noise_are_one_configuration(tmp_path):
+    """A recipe's arithmetic gives 0.1 * 0.3 for 3% and a sum of tenths for the full data: the report keys,
+    finds and tabulates them as 0.03 and 1.0 (an exact comparison lost the full-data hard-label row)."""
+    noisy = {None: sum([0.1] * 10), 0.03: 0.1 * 0.3}  # 0.9999999999999999, 0.030000000000000002
+    records = _standard_records(sweep_temperatures=())
+    for r in records:
+        if r["name"].startswith(("student-hard-f100", "student-kd-f3")) and r["seed"] != 8:
+            r["train_fraction"] = noisy[r["train_fraction"]]
+    _write(tmp_path / "dec", records)
+    results = make_report(tmp_path / "exp", decode_dir=tmp_path / "dec", plot=False)
+    configs = {c["name"]: c for c in results["configurations"]}
+    hard, kd_3 = configs["student-hard-f100"], configs["student-kd-f3"]
+    assert hard["seeds"] == [7, 8, 9] and hard["train_fraction"] == 1.0
+    assert kd_3["seeds"] == [7, 8, 9] and kd_3["train_fraction"] == 0.03
+    assert [r["train_fraction"] for r in results["data_size_curve"]] == [0.03, 1.0]
+    assert [(r["targets"], r["train_fraction"]) for r in results["table5"]["rows"]] == [
+        ("hard", 0.03), ("soft", 0.03), ("hard", 1.0), ("soft", 1.0)]  # fmt: skip
+    assert results["comparisons"]["distilled_vs_hard"]["frame_acc"]["mean"] == pytest.approx(0.04)
+    md = results["markdown"]
+    assert "| hard labels | student-hard-f100 | 0 | 3 | 50.00 ± 1.00 | 13.00 ± 1.00 |" in md
+    assert "(student-hard-f100) | dnn / student | 1.00M |" in md
+
+
 def test_no_plot_with_one_sweep_point_and_missing_roles(tmp_path, caplog):
     records = [r for r in _standard_records(sweep_temperatures=()) if r["role"] not in ("ensemble", "teacher")]
     records = [r for r in records if r["train_fraction"] is None]
