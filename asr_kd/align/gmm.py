@@ -230,7 +230,7 @@ class DiagGmm:
         """Add the statistics of frames ``x`` (T, D) labelled ``pdf_ids`` (T,) to ``stats`` (in place).
 
         E-step within the labelled pdf: responsibilities over its components only, then zeroth, first
-        and second order statistics by ``index_add_`` (no loop over frames or pdfs; chunks bound memory).
+        and second order statistics; the frames are sorted by pdf and each pdf's are done as matmuls.
         """
         if x.dim() != 2 or x.shape[1] != self.dim or pdf_ids.shape != x.shape[:1]:
             raise ValueError(
@@ -243,23 +243,30 @@ class DiagGmm:
         low, high = int(pdf_ids.min()), int(pdf_ids.max())
         if low < 0 or high >= self.num_pdfs:
             raise ValueError(f"pdf_ids must lie in [0, {self.num_pdfs}), got [{low}, {high}]")
-        log_consts, ivar, max_gauss = self._log_consts().float(), 1.0 / self.vars, self.max_gauss
-        occ, first = stats.occupancy.view(-1), stats.first.view(-1, self.dim)
-        second = stats.second.view(-1, self.dim)
-        step = max(1, _CHUNK_ELEMENTS // (max_gauss * self.dim))
-        for start in range(0, x.shape[0], step):
-            xs, pdfs = x[start : start + step], pdf_ids[start : start + step]
-            diff = xs[:, None, :] - self.means[pdfs]  # (C, M, D)
-            comp = log_consts[pdfs] - 0.5 * (diff * diff * ivar[pdfs]).sum(-1)  # (C, M)
+        # frames sorted by pdf: per pdf, (n, m) responsibilities over its own m components and the
+        # statistics as matmuls; float64 throughout
+        order = torch.argsort(pdf_ids, stable=True)
+        xs = x[order].double()
+        counts = torch.bincount(pdf_ids, minlength=self.num_pdfs).tolist()
+        log_consts, ivar = self._log_consts(), 1.0 / self.vars.double()
+        means, num_gauss = self.means.double(), self.num_gauss_per_pdf.tolist()
+        log_like = torch.zeros((), dtype=torch.float64, device=self.device)
+        begin = 0
+        for pdf, n in enumerate(counts):
+            if n == 0:
+                continue
+            xp, m = xs[begin : begin + n], max(1, num_gauss[pdf])
+            begin += n
+            mu, iv = means[pdf, :m], ivar[pdf, :m]  # (m, D)
+            # -0.5 sum_d (x - mu)^2 / var = x^2 @ (-iv / 2)^T + x @ (mu iv)^T - 0.5 sum_d mu^2 iv
+            comp = (xp * xp) @ (-0.5 * iv).T + xp @ (mu * iv).T + (log_consts[pdf, :m] - 0.5 * (mu * mu * iv).sum(-1))
             frame_ll = comp.logsumexp(-1)
-            stats.log_like += frame_ll.double().sum()
-            gamma = (comp - frame_ll[:, None]).exp()
-            rows, comps = (gamma > 0).nonzero(as_tuple=True)
-            flat = pdfs[rows] * max_gauss + comps
-            g, xr = gamma[rows, comps].double()[:, None], xs[rows].double()
-            occ.index_add_(0, flat, g[:, 0])
-            first.index_add_(0, flat, g * xr)
-            second.index_add_(0, flat, g * xr * xr)
+            log_like += frame_ll.sum()
+            gamma = (comp - frame_ll[:, None]).exp()  # (n, m)
+            stats.occupancy[pdf, :m] += gamma.sum(0)
+            stats.first[pdf, :m] += gamma.T @ xp
+            stats.second[pdf, :m] += gamma.T @ (xp * xp)
+        stats.log_like += log_like
 
     def _check_stats(self, stats: GmmStats) -> None:
         if stats.first.shape != self.means.shape:

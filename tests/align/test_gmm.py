@@ -275,3 +275,31 @@ def test_log_likelihoods_of_mixtures_of_many_sizes_match_the_padded_computation(
     torch.testing.assert_close(gmm.log_likelihoods(x), direct, rtol=0, atol=1e-9)
     torch.testing.assert_close(gmm.log_likelihoods(x.float()), direct.float(), rtol=1e-5, atol=1e-4)
     assert gmm.log_likelihoods(x[None]).shape == (1, 50, num_pdfs)
+
+
+def test_accumulate_matches_the_direct_e_step() -> None:
+    # mixtures of 1..4 components; frames of every pdf but one, unsorted
+    g = torch.Generator().manual_seed(9)
+    num_pdfs, slots, dim = 7, 4, 3
+    log_weights = torch.log_softmax(torch.randn(num_pdfs, slots, generator=g), -1)
+    sizes = torch.tensor([4, 1, 2, 3, 4, 1, 2])
+    log_weights[torch.arange(slots)[None, :] >= sizes[:, None]] = -math.inf
+    gmm = DiagGmm(torch.randn(num_pdfs, slots, dim, generator=g) * 5 + 40,
+                  torch.rand(num_pdfs, slots, dim, generator=g) + 0.5, log_weights)
+    labels = torch.randint(0, num_pdfs - 1, (300,), generator=g)
+    x = gmm.means[labels, 0] + torch.randn(300, dim, generator=g)
+    stats = _accumulated(gmm, x, labels)
+    mu, var, lw = gmm.means.double(), gmm.vars.double(), gmm.log_weights.double()
+    xd = x.double()
+    comp = lw[labels] - 0.5 * (dim * math.log(2 * math.pi) + var[labels].log().sum(-1)
+                               + ((xd[:, None] - mu[labels]) ** 2 / var[labels]).sum(-1))
+    gamma = (comp - comp.logsumexp(-1, keepdim=True)).exp()  # (T, slots), 0 on unused slots
+    occ = torch.zeros(num_pdfs, slots, dtype=torch.float64).index_add_(0, labels, gamma)
+    first = torch.zeros(num_pdfs, slots, dim, dtype=torch.float64).index_add_(0, labels, gamma[..., None] * xd[:, None])
+    second = torch.zeros(num_pdfs, slots, dim, dtype=torch.float64).index_add_(
+        0, labels, gamma[..., None] * xd[:, None] ** 2)
+    torch.testing.assert_close(stats.occupancy, occ, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(stats.first, first, rtol=1e-9, atol=1e-7)
+    torch.testing.assert_close(stats.second, second, rtol=1e-9, atol=1e-5)
+    assert float(stats.log_like) == pytest.approx(float(comp.logsumexp(-1).sum()), rel=1e-10)
+    assert float(stats.occupancy[num_pdfs - 1].sum()) == 0.0 and float(stats.occupancy.sum()) == pytest.approx(300)
