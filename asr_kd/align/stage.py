@@ -275,7 +275,7 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     timing["mono"] = time.perf_counter() - start
     logging.info(f"monophone aligner trained in {timing['mono']:.1f} s")
     mono_cfg = {"acoustic_scale": cfg.acoustic_scale, "beam": cfg.beam, "retry_beam": cfg.retry_beam,
-                "boost_silence": 1.0}
+                "boost_silence": cfg.boost_silence}
     system = GmmSystem("mono", gmm, {"kind": "deltas"}, ContextDependency.monophone(lang),
                        TransitionModel.from_lang(lang), lang_sha256(lang), {"pass": mono_cfg})
     systems = [system]

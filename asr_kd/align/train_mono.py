@@ -13,6 +13,7 @@ The GMM work is batched over all frames of all utterances (GPU when present); th
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -41,6 +42,7 @@ class MonoConfig:
     beam: float = 10.0
     retry_beam: float = 40.0
     seed: int = 0
+    boost_silence: float = 1.0  # Kaldi's --boost-silence: silence pdfs' likelihoods * this in realignment
     init: str = "flat"  # "flat": equal alignment; "reference": the cuts' reference phone tiers (an oracle)
 
 
@@ -89,10 +91,18 @@ def accumulate(gmm: DiagGmm, utts: Sequence[TrainingUtterance], device: torch.de
 
 
 def realign(
-    gmm: DiagGmm, utts: Sequence[TrainingUtterance], cfg: MonoConfig, device: torch.device, num_jobs: int
+    gmm: DiagGmm, utts: Sequence[TrainingUtterance], cfg: MonoConfig, device: torch.device, num_jobs: int,
+    lang: Lang | None = None,
 ) -> int:
-    """Viterbi-realign ``utts`` in place; returns how many failed (they keep their old labels)."""
+    """Viterbi-realign ``utts`` in place; returns how many failed (they keep their old labels).
+    ``lang`` gives the silence pdfs that ``cfg.boost_silence`` boosts."""
+    if cfg.boost_silence != 1.0 and lang is None:
+        raise ValueError("boost_silence needs the lang (its silence phones)")
     loglikes = batched_log_likelihoods(gmm, [u.feats for u in utts], device)
+    if cfg.boost_silence != 1.0:
+        silence = [pdf for p in lang.silence_phones for pdf in lang.pdf_ids(p)]
+        for ll in loglikes:
+            ll[:, silence] += math.log(cfg.boost_silence)
     alignments = align_batch(
         [u.graph for u in utts], loglikes, num_jobs=num_jobs, beam=cfg.beam,
         retry_beam=cfg.retry_beam, acoustic_scale=cfg.acoustic_scale,
@@ -175,7 +185,7 @@ def train_mono(
     schedule = num_gauss_schedule(cfg.num_iters + 1, num_pdfs, max(cfg.total_gauss, num_pdfs))
     for it in tqdm(range(cfg.num_iters + 1), desc="train monophone GMM", unit="iter"):
         realigned = it in cfg.realign_iters
-        failed = realign(gmm, utts, cfg, device, num_jobs) if realigned else 0
+        failed = realign(gmm, utts, cfg, device, num_jobs, lang) if realigned else 0
         info = gmm.update(accumulate(gmm, utts, device))
         gmm.mix_up(schedule[it])
         logging.info(

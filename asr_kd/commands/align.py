@@ -62,7 +62,8 @@ def _add_align(sub) -> None:
     p.add_argument("--tri-iters", type=int, default=20, help="Viterbi iterations of each triphone pass")
     p.add_argument("--min-leaf-count", type=float, default=50.0, help="frames each tree leaf needs at least")
     p.add_argument("--boost-silence", type=float, default=1.0,
-                   help="multiply silence pdfs' likelihoods by this in triphone alignment (Kaldi's --boost-silence)")
+                   help="multiply silence pdfs' likelihoods by this in every realignment, monophone and triphone "
+                   "passes (Kaldi's --boost-silence)")
     p.add_argument(
         "--reference-phones", choices=("same", "timit"), default="same",
         help="how reference 'phone' tiers map to the lang's phones for the report: 'same' (synthetic "
@@ -87,6 +88,7 @@ def _run_align(args) -> None:
     cfg = MonoConfig(
         num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
         acoustic_scale=args.acoustic_scale, seed=args.seed, init="reference" if args.init_from_reference else "flat",
+        boost_silence=args.boost_silence,
     )  # fmt: skip
     align_corpus(
         args.cuts_dir, args.corpus, args.lang_dir, args.output_dir, args.exp_dir, splits=args.splits,

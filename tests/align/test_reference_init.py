@@ -131,3 +131,21 @@ def test_reference_start_needs_reference_tiers(tmp_path) -> None:
             device="cpu",
             config=replace(CFG, init="reference"),
         )
+
+
+def test_boost_silence_gives_the_monophone_realignment_more_silence(corpus, tmp_path, lang) -> None:
+    from asr_kd.align.stage import _load_many, _read_cuts
+    from asr_kd.align.train_mono import realign, train_mono
+
+    def silence_frames(boost: float) -> int:
+        skipped: dict = {}
+        utts = _load_many(list(_read_cuts(corpus / "fbank", CORPUS, "train")), lang, skipped, "load")
+        cfg = replace(CFG, boost_silence=boost)
+        gmm = train_mono(utts, lang, replace(cfg, boost_silence=1.0), "cpu")
+        realign(gmm, utts, cfg, "cpu", 1, lang)
+        return sum(int((u.labels == 0).sum()) for u in utts)  # pdf 0: SIL's one state
+
+    plain, boosted = silence_frames(1.0), silence_frames(1e4)
+    assert boosted >= plain + 10, (plain, boosted)  # 235 and 263 frames here
+    with pytest.raises(ValueError, match="boost_silence needs the lang"):
+        realign(None, [], replace(CFG, boost_silence=2.0), "cpu", 1)
