@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import inspect
 import json
 import logging
 import os
@@ -158,6 +160,28 @@ def remove_stale_temporaries(directory: Path | str, patterns: Sequence[str] = ("
             len(removed), directory, ", ".join(p.name for p in removed),
         )  # fmt: skip
     return removed
+
+
+def locked_stage(stage: str, directory: str = "output_dir", patterns: Sequence[str] = (".tmp.*",)):
+    """Decorator: the function runs holding :func:`stage_lock` on its ``directory`` argument, after
+    :func:`remove_stale_temporaries` of ``patterns`` there, so that a library caller is guarded as the
+    command is (a command may still take the lock itself: it is re-entrant)."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        if directory not in signature.parameters:
+            raise TypeError(f"{fn.__qualname__} has no argument {directory!r} to lock")
+
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            target = Path(signature.bind(*args, **kwargs).arguments[directory])
+            with stage_lock(target, stage):
+                remove_stale_temporaries(target, patterns)
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 # -------------------------------------------------------------------------------- output errors

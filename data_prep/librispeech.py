@@ -28,6 +28,7 @@ from lhotse.recipes import download_librispeech as lhotse_download_librispeech
 from lhotse.recipes import prepare_librispeech as lhotse_prepare_librispeech
 from lhotse.recipes.librispeech import LIBRISPEECH, MINI_LIBRISPEECH
 
+from asr_kd.guard import locked_stage
 from data_prep.common import CorpusError, Manifests, finish_preparation, load_finished
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def _tolerant_parse_utterance(dropped: list[str]):
     return parse_utterance
 
 
+@locked_stage("prepare")  # <output_dir>/.lock-prepare: one writer; a killed run's .tmp.* removed
 def prepare_librispeech(
     corpus_dir: Path | str,
     output_dir: Path | str,

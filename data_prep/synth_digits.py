@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.data.lexicon import lexicon_from_counts, write_lexicon
+from asr_kd.guard import locked_stage
 from asr_kd.utils import write_json
 from data_prep.espeak_corpus import (
     ACCENTS,
@@ -103,6 +104,7 @@ def plan_split(
     return specs
 
 
+@locked_stage("prepare")  # <output_dir>/.lock-prepare: one writer; a killed run's .tmp.* removed
 def prepare_synth_digits(
     output_dir: Path | str,
     hours: float = 1.0,

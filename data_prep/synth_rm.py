@@ -40,6 +40,7 @@ import numpy as np
 
 from asr_kd.data.grammar import Grammar, read_grammar
 from asr_kd.data.lexicon import lexicon_from_counts, write_lexicon
+from asr_kd.guard import locked_stage
 from asr_kd.utils import file_sha256, write_json, write_text
 from data_prep.espeak_corpus import (
     SAMPLE_RATE,
@@ -164,6 +165,7 @@ def plan_corpus(cfg: SynthRmConfig, variants: list[str], grammar: Grammar):
     return voices, specs, lm_text
 
 
+@locked_stage("prepare")  # <output_dir>/.lock-prepare: one writer; a killed run's .tmp.* removed
 def prepare_synth_rm(
     output_dir: Path | str,
     hours: float = 2.0,

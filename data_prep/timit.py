@@ -42,6 +42,7 @@ from lhotse.utils import fastcopy
 from asr_kd.data.g2p import cmudict_lexicon, strip_stress
 from asr_kd.data.lexicon import Lexicon
 from asr_kd.data.text import normalize_text
+from asr_kd.guard import locked_stage
 from data_prep.common import CorpusError, Manifests, finish_preparation, load_finished
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def _is_dialect_sentence(utterance_id: str) -> bool:
     return utterance_id.rsplit("-", 1)[-1].upper().startswith("SA")
 
 
+@locked_stage("prepare")  # <output_dir>/.lock-prepare: one writer; a killed run's .tmp.* removed
 def prepare_timit(
     corpus_dir: Path | str,
     output_dir: Path | str,

@@ -23,6 +23,7 @@ from pathlib import Path
 from lhotse.recipes import download_yesno as lhotse_download_yesno
 from lhotse.recipes import prepare_yesno as lhotse_prepare_yesno
 
+from asr_kd.guard import locked_stage
 from data_prep.common import CorpusError, Manifests, finish_preparation, load_finished
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def _resolve_corpus_dir(corpus_dir: Path) -> Path:
     return corpus_dir
 
 
+@locked_stage("prepare")  # <output_dir>/.lock-prepare: one writer; a killed run's .tmp.* removed
 def prepare_yesno(corpus_dir: Path | str, output_dir: Path | str) -> Manifests:
     """Prepare yesno: lhotse's recipe (train/test split), then our lexicon and files.
 

@@ -78,14 +78,7 @@ def _add_prepare(sub) -> None:
 
 
 def _run_prepare(args) -> None:
-    from asr_kd.guard import remove_stale_temporaries, stage_lock
-
-    with stage_lock(args.output_dir, "prepare"):
-        remove_stale_temporaries(args.output_dir)
-        _prepare(args)
-
-
-def _prepare(args) -> None:
+    """The corpus's prepare function (each holds the ``prepare`` lock on its output directory)."""
     if args.corpus == "synth_digits":
         from data_prep.synth_digits import prepare_synth_digits
 
