@@ -183,11 +183,12 @@ def train_one_epoch(s: Session, epoch: int, skip_batches: int = 0) -> bool:
                       total=s.total_steps // max(cfg.num_epochs, 1), dynamic_ncols=True)  # fmt: skip
     for batch in bar:
         s.note_skipped(batch.pop(SKIPPED, {}))
+        if s.world_size > 1:  # before DDP's forward (a collective): a rank with nothing to forward stops all
+            empty = None if batch["cut_ids"] else (
+                f"epoch {epoch} batch {batch_idx}: every cut has non-finite features ({sorted(s.skipped)[-3:]}...); "
+                "under DDP the ranks would diverge: remove these cuts from the training manifest")  # fmt: skip
+            raise_on_any_rank(empty, s.world_size, s.device)
         if not batch["cut_ids"]:  # every cut of the batch left out: no step
-            if s.world_size > 1:
-                raise FloatingPointError(f"epoch {epoch} batch {batch_idx}: every cut has non-finite features "
-                                         f"({sorted(s.skipped)[-3:]}...); under DDP the ranks would diverge: "
-                                         "remove these cuts from the training manifest")  # fmt: skip
             batch_idx += 1
             continue
         check_labels(batch, cfg.model.num_pdfs)

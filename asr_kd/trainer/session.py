@@ -86,13 +86,14 @@ class Session:
         return Path(self.cfg.exp_dir)
 
     def state(self, next_epoch: int, next_batch: int) -> dict:
-        """The loop's counters; (next_epoch, next_batch) is where a resumed run starts."""
+        """The loop's counters; (next_epoch, next_batch) is where a resumed run starts. Collective under
+        DDP: ``skipped`` holds the training cuts every rank left out (rank 0 writes the state)."""
         return {"epoch": next_epoch, "batch_idx": next_batch, "step": self.step, "total_steps": self.total_steps,
                 "best_valid_acc": self.best_valid_acc, "best_epoch": self.best_epoch,
-                "skipped": dict(self.skipped)}  # fmt: skip
+                "skipped": self.all_skipped("training")}  # fmt: skip
 
     def save(self, names: list[str], next_epoch: int, next_batch: int) -> None:
-        """Collective: every rank must call it (RNG states of all ranks are gathered)."""
+        """Collective: every rank must call it (RNG states and skipped cuts of all ranks are gathered)."""
         save_train_state(self.exp_dir, names, self.module, self.cfg, self.optimizer, self.scheduler,
                          self.state(next_epoch, next_batch), self.rank, self.world_size)
 

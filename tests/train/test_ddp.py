@@ -121,3 +121,29 @@ def test_nonfinite_validation_loss_on_one_rank_stops_every_rank(tmp_path, frame_
     assert outcomes[0].startswith("raised: rank ") and "validation loss is not finite" in outcomes[0]
     assert f"'{bad}'" in outcomes[0] and outcomes[0].count("validation loss") == 1
     assert not (tmp_path / "exp" / "done").exists() and not (tmp_path / "exp" / "best-valid-acc.pt").exists()
+
+
+@pytest.mark.slow
+def test_skipped_training_cuts_under_ddp(tmp_path, frame_data):
+    """A batch that one rank is left without stops every rank (none waits in DDP's forward); the resumable
+    state and the skip list hold the cuts every rank skipped (they held rank 0's only)."""
+    import math
+
+    def run(name: str, poisoned: tuple[int, ...]) -> tuple[list[str], list[str], Path]:
+        corpus = frame_data.make_corpus(tmp_path / name / "corpus", num_train=24, num_valid=8)
+        bad = sorted(frame_data.poison_features(corpus / "train.jsonl.gz", i, math.nan) for i in poisoned)
+        exp = tmp_path / name / "exp"
+        cfg = frame_data.tiny_config(corpus, exp, num_epochs=1, save_every_n=0, max_skipped_share=0.25)
+        _run_ranks(_train_rank, (cfg, _free_port(), str(tmp_path / name)), timeout=180)
+        return [(tmp_path / name / f"rank{rank}.txt").read_text() for rank in (0, 1)], bad, exp
+
+    # 3 of rank 1's cuts, 2 of rank 0's, which fill one of its batches: every rank stops with that error
+    outcomes, _, _ = run("empty-batch", (1, 6, 11, 16, 21))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].startswith("raised: rank 0: epoch 1 batch 2: every cut has non-finite features")
+    # 3 of rank 1's cuts and 1 of rank 0's: the epoch ends
+    outcomes, bad, exp = run("finished", (1, 6, 11, 21))
+    assert outcomes == ["finished", "finished"]
+    state = torch.load(exp / "epoch-1.pt", weights_only=True)["extra"]["state"]
+    assert sorted(state["skipped"]) == bad  # a resumed run counts the cuts either rank skipped before
+    assert (exp / "skipped_training.txt").read_text().count("\n") == 4
