@@ -30,6 +30,8 @@ The experiment directory::
     exp_dir/last.pt                latest resumable state (every save_every_n steps and every epoch end)
     exp_dir/epoch-<n>.pt           resumable state after epoch n (epoch-<num_epochs>.pt: the final model)
     exp_dir/best-valid-acc.pt      model with the best validation frame accuracy
+    exp_dir/skipped_training.txt   training cuts left out (non-finite features; cut id, reason), every epoch end
+    exp_dir/skipped_validation.txt validation cuts left out, every validation (more than max_skipped_share fails)
     exp_dir/done                   JSON summary, written last: a re-run with the same config does nothing
 
 An interrupted run (killed, or stopped by ``max_steps``) continues from ``last.pt``: same weights,
