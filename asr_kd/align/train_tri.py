@@ -120,7 +120,7 @@ def align_system(
     loglikes = system_log_likelihoods(
         system, feats, device, cfg.boost_silence, silence_pdf_mask(system.tree, lang), [g.pdfs for g in graphs]
     )
-    columns = [(g.column_pdf, g.column_costs(system.transitions)) for g in graphs]
+    columns = [g.search_columns(system.transitions) for g in graphs]
     alignments = align_batch([g.fst for g in graphs], loglikes, num_jobs=num_jobs, beam=cfg.beam,
                              retry_beam=cfg.retry_beam, acoustic_scale=cfg.acoustic_scale, columns_list=columns)
     for ali, g in zip(alignments, graphs):

@@ -110,10 +110,12 @@ def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: floa
         loglikes: (T, num_pdfs) log-likelihoods (natural log), e.g. from the GMM or scaled DNN posteriors.
         acoustic_scale: multiplies ``loglikes`` in the search (Kaldi aligns GMMs with 0.1); beams are in
             the scaled units.
-        columns: ``(column_pdf, column_cost)`` of a graph whose input label ``k + 1`` is column ``k``
-            (:class:`asr_kd.hmm.graph.AlignmentGraph`): the search reads
+        columns: ``(column_pdf, column_cost[, column_phone_start])`` of a graph whose input label
+            ``k + 1`` is column ``k`` (:class:`asr_kd.hmm.graph.AlignmentGraph`): the search reads
             ``acoustic_scale * loglikes[:, column_pdf[k]] + column_cost[k]``; the alignment's ``pdf_ids``
             are ``column_pdf`` of the path's columns, and its ``graph_cost`` includes the columns' costs.
+            ``column_phone_start[k]``: the phone id where column ``k`` starts a phone, else 0 (the phone
+            segments are then read from the columns, not from the path's output labels).
 
     Returns:
         The :class:`Alignment`, or None when no path of exactly T frames reached the final state
@@ -134,7 +136,14 @@ def viterbi_align(graph: kaldifst.StdVectorFst, loglikes: np.ndarray, beam: floa
         retried, lattice = True, _decode(graph, decodable, retry_beam)
     if lattice is None:
         return None
-    ilabels, olabels, graph_cost = _path_labels(lattice)
+    if columns is not None and len(columns) > 2:  # phone starts are columns: no walk over the path's arcs
+        ok, ilabels, _, weight = kaldifst.get_linear_symbol_sequence(lattice)
+        if not ok:  # pragma: no cover - GetBestPath returns a linear FST
+            raise RuntimeError("the best path is not linear")
+        graph_cost = weight.value1
+        olabels = columns[2][np.asarray(ilabels, dtype=np.int64) - 1]
+    else:
+        ilabels, olabels, graph_cost = _path_labels(lattice)
     if len(ilabels) != num_frames:  # pragma: no cover - the decoder consumes every frame
         raise RuntimeError(f"best path has {len(ilabels)} frames, the matrix {num_frames}")
     pdf_ids = np.asarray(ilabels, dtype=np.int32) - 1

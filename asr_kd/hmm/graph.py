@@ -92,6 +92,20 @@ class AlignmentGraph:
     column_phone: np.ndarray  #: (K,) int64 phone id
     column_state: np.ndarray  #: (K,) int64 HMM state whose transition the column pays
     column_self_loop: np.ndarray  #: (K,) bool
+    _entry: np.ndarray | None = None  #: (K,) bool: the column of a phone's first frame
+    _phone_start: np.ndarray | None = None
+
+    @property
+    def column_phone_start(self) -> np.ndarray:
+        """(K,) int64: the phone id of the columns that start a phone (its entry: the forward
+        transition of its last state), 0 for the others."""
+        if self._phone_start is None:
+            self._phone_start = np.where(self._entry, self.column_phone, 0)
+        return self._phone_start
+
+    def search_columns(self, transitions: TransitionModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``columns`` of :func:`asr_kd.align.viterbi.viterbi_align` under ``transitions``."""
+        return self.column_pdf, self.column_costs(transitions), self.column_phone_start
 
     def column_costs(self, transitions: TransitionModel) -> np.ndarray:
         """(K,) float32 natural-log probabilities of every column's transition under ``transitions``."""
@@ -113,6 +127,7 @@ def alignment_graph(
     """
     columns: dict[tuple[int, int, int, bool], int] = {}
     local: dict[int, int] = {}
+    entries: set[int] = set()
 
     def column(pdf: int, phone: int, state: int, self_loop: bool) -> int:
         return columns.setdefault((local.setdefault(pdf, len(local)), phone, state, self_loop), len(columns))
@@ -121,7 +136,9 @@ def alignment_graph(
         n = _num_states(lang, phone)
         pdfs = [tree.pdf(window, s) for s in range(n)]
         states = [out.add_state() for _ in pdfs]
-        out.add_arc(src, kaldifst.StdArc(column(pdfs[0], phone, n - 1, False) + 1, phone, entry_cost, states[0]))
+        entry = column(pdfs[0], phone, n - 1, False)  # forward out of the last state: n - 1 > any i < n - 1
+        entries.add(entry)
+        out.add_arc(src, kaldifst.StdArc(entry + 1, phone, entry_cost, states[0]))
         for i, state in enumerate(states):
             out.add_arc(state, kaldifst.StdArc(column(pdfs[i], phone, i, True) + 1, 0, 0.0, state))
             if i + 1 < n:
@@ -134,7 +151,7 @@ def alignment_graph(
     table = np.array(keys, dtype=np.int64).reshape(-1, 4)
     return AlignmentGraph(
         fst, np.array(sorted(local, key=local.get), dtype=np.int64), table[:, 0], table[:, 1], table[:, 2],
-        table[:, 3].astype(bool),
+        table[:, 3].astype(bool), np.isin(np.arange(len(keys)), list(entries)),
     )  # fmt: skip
 
 

@@ -170,6 +170,11 @@ def test_transition_column_graph_aligns_like_the_graph_with_transitions(lang) ->
         assert part.log_likelihood == pytest.approx(full.log_likelihood, abs=1e-4)
         assert part.graph_cost == pytest.approx(full.graph_cost, abs=1e-4)  # transitions included
         assert [p for p, _, _ in part.phones] == [p for p, _, _ in full.phones]
+        # phone starts read from the columns (no walk over the path's arcs): the same alignment
+        fast = viterbi_align(ali_graph.fst, loglikes[:, ali_graph.pdfs], beam=1e4,
+                             columns=ali_graph.search_columns(trans))
+        assert fast.phones == part.phones and fast.phone_ids.tolist() == part.phone_ids.tolist()
+        assert fast.pdf_ids.tolist() == part.pdf_ids.tolist() and fast.graph_cost == pytest.approx(part.graph_cost)
     # another transition model changes the costs, not the graph: column costs are its log-probabilities
     self_loop, forward = trans.log_prob_tables()
     k = int(np.flatnonzero(ali_graph.column_self_loop)[0])
