@@ -5,6 +5,8 @@ Usage:
         --lang-dir data/lang_synth_rm --work-dir exp/oracle --variant reference [--passes tri1 tri2]
     python bench/bench_align_oracle.py --cuts-dir data/fbank --corpus synth_rm --lang-dir data/lang_synth_rm \\
         --work-dir exp/oracle --floors-only
+    python bench/bench_align_oracle.py --cuts-dir data/fbank --corpus synth_rm --lang-dir data/lang_synth_rm \\
+        --work-dir exp/oracle --sequence-errors data/ali/synth_rm_cuts_test.jsonl.gz --tree exp/synth_rm/align/tree.json
 
 Variants (``--variant``), each the GMM ladder of ``asr-kd align`` trained on train and scored on every
 split with reference tiers (``<work-dir>/<variant>/align/report.json``, ``passes.json``):
@@ -105,6 +107,69 @@ def floors(cuts: CutSet, lang: Lang) -> dict[str, dict]:
     return out
 
 
+def sequence_errors(aligned_cuts: CutSet, lang: Lang, pdf_phone) -> dict:
+    """Where the aligned phone sequence differs from the reference (Levenshtein over phone segments):
+    the phone edit rate, the most common edits, the share of reference boundaries without a matching
+    aligned phone, and boundaries within 20 ms next to a reference silence and elsewhere."""
+    from collections import Counter
+
+    from rapidfuzz.distance import Levenshtein
+
+    from asr_kd.align.report import _merge_repeats
+
+    phone_of_pdf = [lang.phone_symbols[p] for p in pdf_phone]
+    sil = set(lang.silence_phones)
+    edits: Counter = Counter()
+    num_ref = num_edits = num_boundaries = num_matched = 0
+    within = {"silence": [], "other": []}
+    for cut in aligned_cuts:
+        items = _merge_repeats(list(cut.supervisions[0].alignment["phone"]))
+        hyp = segments([phone_of_pdf[p] for p in cut.load_frame_labels()])
+        ref, hyp_symbols = [it.symbol for it in items], [h for h, _, _ in hyp]
+        num_ref += len(ref)
+        matched = {}
+        for op in Levenshtein.opcodes(ref, hyp_symbols):
+            if op.tag == "equal":
+                matched.update({op.src_start + k: op.dest_start + k for k in range(op.src_end - op.src_start)})
+            else:
+                num_edits += max(op.src_end - op.src_start, op.dest_end - op.dest_start)
+                edits[f"{op.tag} {' '.join(ref[op.src_start : op.src_end])} -> "
+                      f"{' '.join(hyp_symbols[op.dest_start : op.dest_end])}"] += 1
+        for i in range(1, len(items)):
+            num_boundaries += 1
+            j = matched.get(i)
+            if j is None or j == 0:
+                continue
+            num_matched += 1
+            error_ms = 1000 * abs(hyp[j][1] * 0.01 - (items[i].start - cut.start))
+            kind = "silence" if sil & {ref[i], ref[i - 1]} else "other"
+            within[kind].append(error_ms <= 20 + 1e-6)
+    return {
+        "phone_edit_rate": num_edits / max(num_ref, 1),
+        "boundaries_matched": num_matched / max(num_boundaries, 1),
+        "matched_next_to_silence": len(within["silence"]),
+        "matched_next_to_silence_within_20ms": float(np.mean(within["silence"])) if within["silence"] else None,
+        "matched_other": len(within["other"]),
+        "matched_other_within_20ms": float(np.mean(within["other"])) if within["other"] else None,
+        "top_edits": edits.most_common(10),
+    }
+
+
+def reference_silences(cuts: CutSet) -> dict:
+    """Reference silence segments: how many, their durations, and how many lie between words."""
+    durations, between = [], 0
+    for cut in cuts:
+        phones = cut.supervisions[0].alignment["phone"]
+        for k, it in enumerate(phones):
+            if it.symbol == "SIL":
+                durations.append(1000 * it.duration)
+                between += 0 < k < len(phones) - 1
+    d = np.array(durations)
+    return {"count": len(d), "between_words": between, "median_ms": float(np.median(d)),
+            "shorter_than_30ms": float(np.mean(d < 30)), "percentiles_10_25_50_75_90_ms":
+            np.percentile(d, [10, 25, 50, 75, 90]).round(1).tolist()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,10 +183,21 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["train", "test"])
     parser.add_argument("--nj", type=int, default=2)
     parser.add_argument("--floors-only", action="store_true")
+    parser.add_argument("--sequence-errors", type=Path, default=None, metavar="ALIGNED_CUTS",
+                        help="only analyse these aligned cuts (stage 3 output) against their reference tiers")
+    parser.add_argument("--tree", type=Path, default=None, help="the tree.json of --sequence-errors' alignment")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     lang = Lang.load(args.lang_dir)
+    if args.sequence_errors is not None:
+        from asr_kd.hmm.tree import ContextDependency
+
+        pdf_phone = ContextDependency.load(args.tree).pdf_phone if args.tree else lang.pdf_to_phone_id
+        cuts = CutSet.from_file(args.sequence_errors)
+        print(json.dumps({"sequence": sequence_errors(cuts, lang, pdf_phone),
+                          "reference_silences": reference_silences(cuts)}, indent=1))
+        return
     result = {"floors": {}}
     for split in args.splits:
         if split == "train" and not args.floors_only:
