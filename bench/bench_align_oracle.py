@@ -130,11 +130,15 @@ def sequence_errors(aligned_cuts: CutSet, lang: Lang, pdf_phone) -> dict:
         matched = {}
         for op in Levenshtein.opcodes(ref, hyp_symbols):
             if op.tag == "equal":
-                matched.update({op.src_start + k: op.dest_start + k for k in range(op.src_end - op.src_start)})
+                matched.update(
+                    {op.src_start + k: op.dest_start + k for k in range(op.src_end - op.src_start)}
+                )
             else:
                 num_edits += max(op.src_end - op.src_start, op.dest_end - op.dest_start)
-                edits[f"{op.tag} {' '.join(ref[op.src_start : op.src_end])} -> "
-                      f"{' '.join(hyp_symbols[op.dest_start : op.dest_end])}"] += 1
+                edits[
+                    f"{op.tag} {' '.join(ref[op.src_start : op.src_end])} -> "
+                    f"{' '.join(hyp_symbols[op.dest_start : op.dest_end])}"
+                ] += 1
         for i in range(1, len(items)):
             num_boundaries += 1
             j = matched.get(i)
@@ -148,7 +152,9 @@ def sequence_errors(aligned_cuts: CutSet, lang: Lang, pdf_phone) -> dict:
         "phone_edit_rate": num_edits / max(num_ref, 1),
         "boundaries_matched": num_matched / max(num_boundaries, 1),
         "matched_next_to_silence": len(within["silence"]),
-        "matched_next_to_silence_within_20ms": float(np.mean(within["silence"])) if within["silence"] else None,
+        "matched_next_to_silence_within_20ms": float(np.mean(within["silence"]))
+        if within["silence"]
+        else None,
         "matched_other": len(within["other"]),
         "matched_other_within_20ms": float(np.mean(within["other"])) if within["other"] else None,
         "top_edits": edits.most_common(10),
@@ -165,9 +171,13 @@ def reference_silences(cuts: CutSet) -> dict:
                 durations.append(1000 * it.duration)
                 between += 0 < k < len(phones) - 1
     d = np.array(durations)
-    return {"count": len(d), "between_words": between, "median_ms": float(np.median(d)),
-            "shorter_than_30ms": float(np.mean(d < 30)), "percentiles_10_25_50_75_90_ms":
-            np.percentile(d, [10, 25, 50, 75, 90]).round(1).tolist()}
+    return {
+        "count": len(d),
+        "between_words": between,
+        "median_ms": float(np.median(d)),
+        "shorter_than_30ms": float(np.mean(d < 30)),
+        "percentiles_10_25_50_75_90_ms": np.percentile(d, [10, 25, 50, 75, 90]).round(1).tolist(),
+    }
 
 
 def main() -> None:
@@ -183,9 +193,16 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["train", "test"])
     parser.add_argument("--nj", type=int, default=2)
     parser.add_argument("--floors-only", action="store_true")
-    parser.add_argument("--sequence-errors", type=Path, default=None, metavar="ALIGNED_CUTS",
-                        help="only analyse these aligned cuts (stage 3 output) against their reference tiers")
-    parser.add_argument("--tree", type=Path, default=None, help="the tree.json of --sequence-errors' alignment")
+    parser.add_argument(
+        "--sequence-errors",
+        type=Path,
+        default=None,
+        metavar="ALIGNED_CUTS",
+        help="only analyse these aligned cuts (stage 3 output) against their reference tiers",
+    )
+    parser.add_argument(
+        "--tree", type=Path, default=None, help="the tree.json of --sequence-errors' alignment"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -195,8 +212,15 @@ def main() -> None:
 
         pdf_phone = ContextDependency.load(args.tree).pdf_phone if args.tree else lang.pdf_to_phone_id
         cuts = CutSet.from_file(args.sequence_errors)
-        print(json.dumps({"sequence": sequence_errors(cuts, lang, pdf_phone),
-                          "reference_silences": reference_silences(cuts)}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "sequence": sequence_errors(cuts, lang, pdf_phone),
+                    "reference_silences": reference_silences(cuts),
+                },
+                indent=1,
+            )
+        )
         return
     result = {"floors": {}}
     for split in args.splits:

@@ -60,7 +60,9 @@ def parse_pass(text: str) -> TriConfig:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cuts-dir", type=Path, required=True)
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--lang-dir", type=Path, required=True)
@@ -92,17 +94,30 @@ def main() -> None:
         tmp.replace(args.out)
 
     def score(system: GmmSystem) -> dict:
-        return {s: _headline(_score_system(c, lang, system, dev, args.nj, None)) for s, c in score_cuts.items()}
+        return {
+            s: _headline(_score_system(c, lang, system, dev, args.nj, None)) for s, c in score_cuts.items()
+        }
 
     skipped: dict[str, str] = {}
     utts = _load_many(list(_read_cuts(args.cuts_dir, args.corpus, args.train_split)), lang, skipped, "load")
     start = time.perf_counter()
     gmm = train_mono(utts, lang, mono_cfg, dev, args.nj)
     mono_s = time.perf_counter() - start
-    mono_pass = {"acoustic_scale": mono_cfg.acoustic_scale, "beam": mono_cfg.beam,
-                 "retry_beam": mono_cfg.retry_beam, "boost_silence": 1.0}
-    mono = GmmSystem("mono", gmm, {"kind": "deltas"}, ContextDependency.monophone(lang),
-                     TransitionModel.from_lang(lang), lang_sha256(lang), {"pass": mono_pass})
+    mono_pass = {
+        "acoustic_scale": mono_cfg.acoustic_scale,
+        "beam": mono_cfg.beam,
+        "retry_beam": mono_cfg.retry_beam,
+        "boost_silence": 1.0,
+    }
+    mono = GmmSystem(
+        "mono",
+        gmm,
+        {"kind": "deltas"},
+        ContextDependency.monophone(lang),
+        TransitionModel.from_lang(lang),
+        lang_sha256(lang),
+        {"pass": mono_pass},
+    )
     result["passes"]["mono"] = {"seconds": mono_s, "scores": score(mono)}
     save()
     cache: dict[tuple, tuple[GmmSystem, list[np.ndarray]]] = {(): (mono, [u.labels.copy() for u in utts])}
@@ -120,8 +135,11 @@ def main() -> None:
             system = train_tri(utts, prev, lang, cfg, dev, args.nj, name=f"tri{k + 1}")
             seconds = time.perf_counter() - start
             cache[key] = (system, [u.labels.copy() for u in utts])
-            result["passes"][" > ".join(key)] = {"seconds": seconds, "num_pdfs": system.num_pdfs,
-                                                 "scores": score(system)}
+            result["passes"][" > ".join(key)] = {
+                "seconds": seconds,
+                "num_pdfs": system.num_pdfs,
+                "scores": score(system),
+            }
             save()
         result["variants"][name] = [" > ".join(key[: k + 1]) for k in range(len(key))]
         save()
@@ -129,8 +147,10 @@ def main() -> None:
         for k, pass_key in enumerate(["mono", *chain]):
             r = result["passes"][pass_key]
             for split, s in r["scores"].items():
-                print(f"{name:<14}{k:<3}{split:<6}frames {100 * s['frame_agreement']:.2f}%  <=20 ms "
-                      f"{100 * s['boundary_within_20ms']:.2f}%  ({r['seconds']:.0f} s)")
+                print(
+                    f"{name:<14}{k:<3}{split:<6}frames {100 * s['frame_agreement']:.2f}%  <=20 ms "
+                    f"{100 * s['boundary_within_20ms']:.2f}%  ({r['seconds']:.0f} s)"
+                )
 
 
 if __name__ == "__main__":
