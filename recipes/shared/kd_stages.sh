@@ -27,7 +27,10 @@ train_cuts=""       # aligned cuts (frame_labels) the models train on
 valid_cuts=""       # aligned cuts for validation (best checkpoint) and frame accuracy
 test_cuts=""        # aligned cuts decoded in stage 7
 tune_cuts=""        # dev cuts for the acoustic scale ("" if there are none: then acoustic_scale is a number)
-nj=2                # parallel decoding jobs
+nj=2                # parallel decoding jobs of each `asr-kd decode`
+jobs=1              # models trained (stages 4, 6) and decoded (stage 7) at once, each on cores/jobs threads
+                    # (on a CPU, 2 jobs of 1 thread train about twice as fast as 1 job of 2 threads);
+                    # with jobs > 1 each one's output goes to $exp/log/<stage>-<name>.log
 device=auto
 teachers="tdnn:teacher:1 blstm:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher (>= 2 archs)
 teacher_epochs=8
@@ -55,7 +58,7 @@ acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tun
 recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
-options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj device teachers teacher_epochs
+options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj jobs device teachers teacher_epochs
          spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_seeds alpha
          fractions small_alpha table5_fraction transfer_cuts sweep_temperatures sweep_seeds lm_order lm_text gmm_systems
          acoustic_scale)
@@ -68,6 +71,24 @@ for required in exp lang train_cuts valid_cuts test_cuts; do
 done
 mkdir -p "$exp/log"
 [ -n "$sweep_seeds" ] || sweep_seeds=$student_seeds
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --jobs must be an integer >= 1, got '$jobs'" >&2; exit 1; }
+
+# run_job LOGNAME CMD...: CMD in the background, at most $jobs at once (jobs=1: in the foreground, as
+# before); wait_jobs waits for them all and fails if any failed. Each job gets $threads torch threads.
+threads=$(( $(nproc) / jobs )); [ "$threads" -ge 1 ] || threads=1
+failed_jobs=0
+run_job() {
+  local logname=$1; shift
+  if [ "$jobs" -eq 1 ]; then "$@"; return; fi
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed_jobs=$((failed_jobs + 1)); done
+  OMP_NUM_THREADS=$threads "$@" > "$exp/log/$logname.log" 2>&1 &
+}
+wait_jobs() {
+  while [ -n "$(jobs -rp)" ]; do wait -n || failed_jobs=$((failed_jobs + 1)); done
+  if [ "$failed_jobs" -gt 0 ]; then
+    echo "$0: $failed_jobs job(s) failed; see $exp/log/" >&2; exit 1
+  fi
+}
 share() { awk -v p="$1" 'BEGIN { printf "%g", p / 100 }'; }  # percent -> share of the training cuts
 epochs_at() {  # the epochs of a percent of $fractions
   local spec; for spec in $fractions; do [ "${spec%%:*}" = "$1" ] && { echo "${spec#*:}"; return; }; done
@@ -91,12 +112,13 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     IFS=: read -r m_arch m_size m_seed <<< "$spec"
     log "Stage 4: teacher-$i ($m_arch, $m_size, seed $m_seed)"
     # resumes an interrupted run; returns at once when exp/.../done exists
-    asr-kd train --exp-dir "$exp/teacher-$i" --arch "$m_arch" --size "$m_size" --seed "$m_seed" \
+    run_job "train-teacher-$i" asr-kd train --exp-dir "$exp/teacher-$i" --arch "$m_arch" --size "$m_size" --seed "$m_seed" \
       --lang-dir "$lang" "${tree[@]}" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" --num-epochs "$teacher_epochs" \
       --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" --device "$device" \
       --num-workers "$num_workers" --save-every-n "$save_every_n" "${augment[@]}"
     i=$((i + 1))
   done
+  wait_jobs
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -128,7 +150,7 @@ distill() {
   IFS=: read -r arch size _ <<< "$student"
   log "Stage 6: $name ($arch, $size, seed $seed, alpha $a, T $t, $fraction of the data, $epochs epochs)"
   # shellcheck disable=SC2046
-  asr-kd distill --exp-dir "$exp/$name" --arch "$arch" --size "$size" --seed "$seed" \
+  run_job "distill-$name" asr-kd distill --exp-dir "$exp/$name" --arch "$arch" --size "$size" --seed "$seed" \
     --alpha "$a" --temperature "$t" --cache-dir "$exp/cache-T$t" --train-fraction "$fraction" \
     --teachers $(teacher_ckpts) --lang-dir "$lang" "${tree[@]}" --train-cuts "$train_cuts" --valid-cuts "$valid_cuts" \
     --num-epochs "$epochs" --max-duration "$max_duration" --lr "$lr" --warmup-steps "$warmup_steps" \
@@ -171,6 +193,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
       distill "student-kd-T$t-s$seed" "$seed" "$alpha" "$t" "$(epochs_at 100)" 1
     done
   done
+  wait_jobs
   # shellcheck disable=SC2086
   [ -z "$full" ] || asr-kd evaluate --models $full --device "$device" --json "$exp/students.json" \
     --cuts "${eval_cuts[@]}"
@@ -185,10 +208,17 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   fi
   # the aligner's context tree and transitions, when it made context-dependent pdfs
   hmm=(); [ ! -f "$exp/align/tree.json" ] || hmm=(--tree "$exp/align/tree.json" --transitions "$exp/align/transitions.json")
+  # fresh RESULT INPUT...: RESULT exists and is newer than every INPUT (a rerun keeps it)
+  fresh() { local result=$1; shift; [ -f "$result" ] && [ -z "$(find "$@" -newer "$result")" ]; }
   # decode NAME ROLE CHECKPOINT...: WER and frame accuracy on $test_cuts -> $exp/decode/
+  # the first decode builds (and caches) the graph alone; the others run $jobs at once
+  graph_built=false
   decode() {
-    local name=$1 role=$2; shift 2
-    asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$test_cuts" --lang-dir "$lang" \
+    local name=$1 role=$2 job=run_job; shift 2
+    if fresh "$exp/decode/result-$name.json" "$@"; then log "Stage 7: $name already decoded, kept"; return; fi
+    [ "$graph_built" = true ] || job=""
+    graph_built=true
+    $job ${job:+"decode-$name"} asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$test_cuts" --lang-dir "$lang" \
       --pdf-counts "$exp/align/pdf_counts.txt" "${lm[@]}" --lm-order "$lm_order" "${scale[@]}" "${hmm[@]}" \
       --output-dir "$exp/decode" --nj "$nj" --device "$device" --log-file "$exp/log/decode.log"
   }
@@ -196,6 +226,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   for system in $gmm_systems; do
     gmm="$exp/${system#*:}"
     if [ ! -f "$gmm" ]; then log "no GMM system $gmm: ${system%%:*} left out of the ladder"; continue; fi
+    if fresh "$exp/decode/result-${system%%:*}.json" "$gmm"; then log "Stage 7: ${system%%:*} already decoded, kept"; continue; fi
     asr-kd decode-gmm --gmm "$gmm" --name "${system%%:*}" --cuts "$test_cuts" --lang-dir "$lang" "${lm[@]}" \
       --lm-order "$lm_order" "${scale[@]}" --output-dir "$exp/decode" --nj "$nj" --log-file "$exp/log/decode.log"
   done
@@ -204,6 +235,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   # shellcheck disable=SC2046
   decode ensemble ensemble $(teacher_ckpts)
   while read -r name role; do decode "$name" "$role" "$exp/$name/best-valid-acc.pt" < /dev/null; done < <(students)
+  wait_jobs
   log "Stage 7: the results table -> $exp/results.json, $exp/RESULTS.md"
   settings=()
   for name in "${options[@]}"; do settings+=("$name=${!name}"); done

@@ -37,8 +37,10 @@ exp=exp/synth_rm
 device=auto
 # Stages 4-7 (recipes/shared/kd_stages.sh --help lists every setting; any given here, `--alpha 0.7`, or in a
 # --conf file is handed on). This recipe's own choices, sized for 2 CPU cores:
-teachers="tdnn:teacher:1 blstm:teacher:2 tdnn:teacher:3"  # 3 teachers, 2 architectures (2.4-2.5M parameters)
+teachers="tdnn:teacher:1 dnn:teacher:2 tdnn:teacher:3"  # 3 teachers, 2 architectures (2.5-2.8M parameters;
+                            # a BLSTM or Conformer teacher trains 3-6x slower on a CPU: conf/gpu.sh has them)
 teacher_epochs=6
+jobs=2                      # models trained/decoded at once, 1 thread each (2 cores)
 student="tdnn:student"      # 0.34M parameters: 7x smaller than the smallest teacher
 student_seeds="7 8 9"
 fractions="1:40 3:30 10:20 30:12 100:8"  # percent of the labeled training cuts : epochs
@@ -72,7 +74,7 @@ recipes/shared/kd_stages.sh --stage "$stage" --stop-stage "$stop_stage" --exp "$
   --teachers "$teachers" --teacher-epochs "$teacher_epochs" --student "$student" --student-seeds "$student_seeds" \
   --fractions "$fractions" --sweep-temperatures "$sweep_temperatures" --sweep-seeds "$sweep_seeds" \
   --lm-text "$manifests/synth_rm_lm_text.txt" --transfer-cuts "$data/fbank/synth_rm_cuts_transfer.jsonl.gz" \
-  --nj "$nj" --device "$device" --recipe-settings "name=synth_rm hours=$hours seed=$seed nj=$nj" \
+  --nj "$nj" --jobs "$jobs" --device "$device" --recipe-settings "name=synth_rm hours=$hours seed=$seed nj=$nj" \
   ${conf:+--conf "$conf"} "${extra_options[@]}"
 
 log "Done (stages $stage..$stop_stage)."

@@ -4,6 +4,7 @@
 # teacher (tdnn student-xl 4.3M parameters against 30M and more), and every student configuration has 5 seeds.
 hours=60
 nj=16
+jobs=1             # one model at a time on the one GPU
 teachers="conformer:teacher-xl:1 tdnn:teacher-xl:2 blstm:teacher-xl:3 tdnn:teacher-xl:4"
 teacher_epochs=20
 spec_augment=true
