@@ -40,7 +40,7 @@ device=auto
 teachers="tdnn:teacher:1 dnn:teacher:2 tdnn:teacher:3"  # 3 teachers, 2 architectures (2.5-2.8M parameters;
                             # a BLSTM or Conformer teacher trains 3-6x slower on a CPU: conf/gpu.sh has them)
 teacher_epochs=6
-jobs=2                      # models trained/decoded at once, 1 thread each (2 cores)
+jobs=3                      # models trained/decoded at once, 1 thread each (3 teachers on 2 cores)
 student="tdnn:student"      # 0.34M parameters: 7x smaller than the smallest teacher
 student_seeds="7 8 9"
 fractions="1:40 3:30 10:20 30:12 100:8"  # percent of the labeled training cuts : epochs
