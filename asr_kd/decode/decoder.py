@@ -45,7 +45,10 @@ DEFAULT_BEAM = 13.0  #: Kaldi's decode.sh --beam
 DEFAULT_MAX_ACTIVE = 7000  #: Kaldi's decode.sh --max-active
 DEFAULT_MIN_ACTIVE = 20  #: Kaldi's FasterDecoder --min-active
 DEFAULT_ACOUSTIC_SCALE = 0.1  #: Kaldi's --acwt for DNN-HMM systems
-DEFAULT_PRIOR_FLOOR = 1e-8  #: smallest prior probability (pdfs never seen in the alignments)
+DEFAULT_PRIOR_FLOOR = 1e-8  #: smallest prior probability of a pdf seen in the alignments
+#: log prior of a pdf with no frame in the alignments: its hybrid score is about -1e30, so no path uses it
+#: (Kaldi nnet1's PdfPrior does the same below --prior-cutoff). A finite value, so that no NaN appears.
+UNSEEN_LOG_PRIOR = 1e30
 REFERENCE_ACOUSTIC_SCALE = 0.1  #: the scale at which the beam is given (module docstring)
 DEFAULT_MAX_RETRIES = 2  #: searches again, beam doubled each time, when no final state is reached
 
@@ -53,19 +56,26 @@ DEFAULT_MAX_RETRIES = 2  #: searches again, beam doubled each time, when no fina
 def compute_log_priors(pdf_counts: np.ndarray, floor: float = DEFAULT_PRIOR_FLOOR) -> np.ndarray:
     """Log prior of each pdf from its frame count in the training alignments.
 
+    A pdf with no frames (e.g. the ``SPN`` states of a corpus without OOV words) gets ``UNSEEN_LOG_PRIOR``:
+    the model never learnt it, and dividing its small posterior by a floored prior would make it the best
+    score of every frame (a whole utterance decoded as one ``<UNK>``).
+
     Args:
         pdf_counts: (num_pdfs,) non-negative frame counts (e.g. ``np.bincount(labels, minlength=num_pdfs)``).
-        floor: smallest prior probability (pdfs with no frames get it); then renormalized.
+        floor: smallest prior probability of a seen pdf; then renormalized over the seen pdfs.
 
     Returns:
-        (num_pdfs,) float32 natural-log priors.
+        (num_pdfs,) float32 natural-log priors (``UNSEEN_LOG_PRIOR`` for the unseen pdfs).
     """
     counts = np.asarray(pdf_counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size == 0 or (counts < 0).any() or counts.sum() <= 0:
         raise ValueError(f"pdf_counts must be a non-empty 1-D array of counts with a positive sum, "
                          f"got shape {counts.shape} and sum {counts.sum() if counts.size else 0}")
-    priors = np.maximum(counts / counts.sum(), floor)
-    return np.log(priors / priors.sum()).astype(np.float32)
+    seen = counts > 0
+    priors = np.where(seen, np.maximum(counts / counts.sum(), floor), 1.0)
+    log_priors = np.log(priors / priors[seen].sum())
+    log_priors[~seen] = UNSEEN_LOG_PRIOR
+    return log_priors.astype(np.float32)
 
 
 def hybrid_loglikes(log_posteriors: np.ndarray, log_priors: np.ndarray) -> np.ndarray:

@@ -55,13 +55,17 @@ lm_order=3          # n-gram LM of the decoding graph, trained on the training t
 lm_text=""          # a text file (one sentence per line) that trains the LM instead ("": the training transcripts)
 gmm_systems="mono:align/mono.gmm.pt tri1:align/tri1.gmm.pt tri2:align/tri2.gmm.pt"  # name:path under $exp of each GMM-HMM system decoded first (the ladder; missing ones are left out)
 acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tune-cuts); or a number
+tune_scales="0.05 0.1 0.15 0.2 0.3 0.5"  # the acoustic scales tried on the tune cuts
+beam=scaled         # "fixed": the search beam is 13 at every acoustic scale (Kaldi's convention; an utterance
+                    # without a final state is searched again, beam doubled); "scaled": 13 * scale / 0.1 above 0.1
+                    # (no retries needed, but at scale 0.3 the search runs ~100x slower on a 1,000-word 3-gram HCLG)
 recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
 options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj jobs device teachers teacher_epochs
          spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_seeds alpha
          fractions small_alpha table5_fraction transfer_cuts sweep_temperatures sweep_seeds lm_order lm_text gmm_systems
-         acoustic_scale)
+         acoustic_scale tune_scales beam)
 . "$(dirname "$0")/load_conf.sh" "$@"
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/log.sh"
@@ -202,10 +206,16 @@ fi
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   if [ "$acoustic_scale" = tune ]; then
     [ -n "$tune_cuts" ] || { echo "acoustic_scale=tune needs tune_cuts (dev cuts)" >&2; exit 1; }
-    scale=(--tune-cuts "$tune_cuts")
+    # shellcheck disable=SC2206
+    scale=(--tune-cuts "$tune_cuts" --tune-scales $tune_scales)
   else
     scale=(--acoustic-scale "$acoustic_scale")
   fi
+  case $beam in
+    fixed) scale+=(--fixed-beam) ;;
+    scaled) ;;
+    *) echo "$0: --beam must be fixed or scaled, got '$beam'" >&2; exit 1 ;;
+  esac
   # the aligner's context tree and transitions, when it made context-dependent pdfs
   hmm=(); [ ! -f "$exp/align/tree.json" ] || hmm=(--tree "$exp/align/tree.json" --transitions "$exp/align/transitions.json")
   # fresh RESULT INPUT...: RESULT exists and is newer than every INPUT (a rerun keeps it)

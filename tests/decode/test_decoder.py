@@ -65,11 +65,28 @@ def test_empty_and_bad_input(setup) -> None:
 
 
 def test_compute_log_priors() -> None:
-    priors = compute_log_priors(np.array([3, 1, 0]), floor=0.01)
-    expected = np.array([0.75, 0.25, 0.01]) / 1.01
-    np.testing.assert_allclose(np.exp(priors), expected, rtol=1e-6)
+    priors = compute_log_priors(np.array([3, 1, 0, 996]), floor=0.01)
+    expected = np.array([0.01, 0.01, 0.996]) / 1.016  # the floor lifts the rare pdfs, then renormalized
+    np.testing.assert_allclose(np.exp(priors[[0, 1, 3]]), expected, rtol=1e-6)
+    assert priors[2] == np.float32(1e30)  # never seen: disabled, not floored
     with pytest.raises(ValueError, match="pdf_counts"):
         compute_log_priors(np.array([0, 0]))
+
+
+def test_unseen_pdf_is_never_decoded(setup) -> None:
+    """A pdf without frames in the alignments must not win a frame through a tiny prior: with the old
+    floor (1e-8) its score log(1e-4) - log(1e-8) = +9.2 beat every trained pdf of this posterior matrix."""
+    lang, graph, _ = setup
+    rng = np.random.default_rng(0)
+    counts = np.full(lang.num_pdfs, 1000)
+    counts[0] = 0
+    log_priors = compute_log_priors(counts)
+    post = np.full((20, lang.num_pdfs), 1e-4)
+    post[:, 1:] = rng.dirichlet(np.ones(lang.num_pdfs - 1), size=20) * (1 - 1e-4)
+    scores = hybrid_loglikes(np.log(post), log_priors)
+    assert np.isfinite(scores).all()
+    assert (scores.argmax(axis=1) != 0).all()
+    assert scores[:, 0].max() < -1e29
 
 
 def test_hybrid_loglikes() -> None:
