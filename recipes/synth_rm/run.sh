@@ -43,8 +43,8 @@ teacher_epochs=6
 jobs=3                      # models trained/decoded at once, 1 thread each (3 teachers on 2 cores)
 student="tdnn:student"      # 0.34M parameters: 7x smaller than the smallest teacher
 student_seeds="7 8 9"
-fractions="1:40 3:30 10:20 30:12 100:8"  # percent of the labeled training cuts : epochs
-sweep_temperatures="1 4"
+fractions="1:40 3:30 10:20 30:10 100:6"  # percent of the labeled training cuts : epochs
+sweep_temperatures=""       # extra distilled students at these T (e.g. "1 4"; off by default: CPU time)
 sweep_seeds="7"
 beam=fixed                  # Kaldi's fixed search beam (+ retries): the scaled beam is ~100x slower on this HCLG
 
