@@ -205,46 +205,15 @@ def context_graph(
     Raises:
         AlignmentError: a word has no pronunciation.
     """
-    phones = phone_graph(lang, words, optional_silence)
-    if tree.context_width == 1:
-        cfst, windows = phones, None
-    else:
-        cfst, windows = kaldifst.compose_context(
-            [], tree.context_width, tree.central_position, phones
-        )
-    out = kaldifst.StdVectorFst()
-    for _ in range(cfst.num_states):
-        out.add_state()
-    out.start = cfst.start
-    centre = tree.central_position
     local: dict[int, int] = {}
     label = (lambda pdf: local.setdefault(pdf, len(local))) if local_pdfs else (lambda pdf: pdf)
-    for state in range(cfst.num_states):
-        final = cfst.final(state)
-        if final.value != math.inf:
-            out.set_final(state, final.value)
-        for arc in kaldifst.ArcIterator(cfst, state):
-            window = [arc.ilabel] if windows is None else windows[arc.ilabel]
-            phone = window[centre] if len(window) == tree.context_width else 0
-            if arc.ilabel == 0 or phone <= 0:
-                out.add_arc(
-                    state, kaldifst.StdArc(0, 0, arc.weight.value, arc.nextstate)
-                )
-                continue
-            _add_hmm(
-                out,
-                [label(tree.pdf(window, s)) for s in range(_num_states(lang, phone))],
-                [
-                    transitions.log_probs(phone, s)
-                    for s in range(_num_states(lang, phone))
-                ],
-                phone,
-                state,
-                arc.nextstate,
-                arc.weight.value,
-            )
-    out.output_symbols = _symbol_table(tuple(lang.phone_symbols))
-    kaldifst.arcsort(out, sort_type="ilabel")
+
+    def add_hmm(fst, window, phone, src, dst, entry_cost) -> None:
+        n = _num_states(lang, phone)
+        pdfs = [label(tree.pdf(window, s)) for s in range(n)]
+        _add_hmm(fst, pdfs, [transitions.log_probs(phone, s) for s in range(n)], phone, src, dst, entry_cost)
+
+    out = _expand(lang, words, tree, optional_silence, add_hmm)
     if local_pdfs:
         return out, np.array(sorted(local, key=local.get), dtype=np.int64)
     return out
