@@ -146,9 +146,18 @@ def render_markdown(results: dict, title: str = "results") -> str:
               if isinstance(r.get("decode_config"), dict) and isinstance(r["decode_config"].get("tuning"), dict)]
     if scales:
         out += ["", "Acoustic scale of each model, tuned on the development cuts: " + ", ".join(scales) + "."]
+    fixed = [r for r in models if isinstance(r.get("decode_config"), dict) and not _tuned(r)
+             and isinstance(r["decode_config"].get("acoustic_scale"), (int, float))]  # fmt: skip
+    if fixed:
+        out += ["", "Decoded at a given acoustic scale (not tuned): "
+                + ", ".join(f"{r['name']} {r['decode_config']['acoustic_scale']:g}" for r in fixed) + "."]  # fmt: skip
     searched = [r for r in models if isinstance(r.get("num_no_final"), int)]
     if searched:
-        out += ["", "Search (the beam grows with the acoustic scale above 0.1; an utterance without a final state is "
+        beams = {bool(r["decode_config"].get("scale_beam", True)) for r in searched
+                 if isinstance(r.get("decode_config"), dict)}  # fmt: skip
+        beam = {frozenset({True}): "the beam grows with the acoustic scale above 0.1",
+                frozenset({False}): "a fixed beam at every acoustic scale"}.get(frozenset(beams), "fixed and scaled beams")
+        out += ["", f"Search ({beam}; an utterance without a final state is "
                 "searched again with the beam doubled): utterances that still ended without a final state / "
                 "retries: " + ", ".join(f"{r['name']} {r['num_no_final']}/{r['num_retries']}" for r in searched)
                 + "."]  # fmt: skip
@@ -173,6 +182,10 @@ def _skipped_lines(models: list[dict]) -> list[str]:
 
 #: roles of the ladder table, in its order after the GMM systems
 _LADDER_ROLES = ("teacher", "ensemble", "student_hard", "student_kd")
+
+
+def _tuned(r: dict) -> bool:
+    return isinstance(r.get("decode_config"), dict) and isinstance(r["decode_config"].get("tuning"), dict)
 
 
 def _ladder_lines(models: list[dict]) -> list[str]:

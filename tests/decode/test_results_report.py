@@ -321,3 +321,21 @@ def test_gmm_ladder_and_search_counts(tmp_path):
     assert "| tri1 | GMM-HMM (N=3) | 300.0k | 60.00 | 5.00 (30/5/15) | 1 / 4 |" in ladder
     assert "retries: mono 0/0, tri1 1/4, teacher-0 0/2" in md or "teacher-0 0/2" in md
     assert "## Other models" not in md  # gmm is a role of its own
+
+
+def test_search_text_follows_the_records_beam_and_given_scales(tmp_path):
+    """The search paragraph says which beam the records used; models decoded at a given scale are listed."""
+    tuned = {"scale_beam": False, "acoustic_scale": "tuned", "tuning": {"best": 0.2}}
+    records = [
+        _record("teacher-0", "teacher", 0.52, 0.04, 4_000_000, seed=1, decode_config=tuned),
+        _record("student-x", "other", 0.50, 0.05, 300_000, decode_config={"scale_beam": False, "acoustic_scale": 0.15}),
+    ]
+    exp = tmp_path / "exp"
+    _write(exp / "decode", records)
+    md = make_report(exp, plot=False)["markdown"]
+    assert "Search (a fixed beam at every acoustic scale;" in md
+    assert "Decoded at a given acoustic scale (not tuned): student-x 0.15." in md
+    assert "tuned on the development cuts: teacher-0 0.2" in md
+    records[1]["decode_config"]["scale_beam"] = True
+    _write(exp / "decode", records)
+    assert "Search (fixed and scaled beams;" in make_report(exp, plot=False)["markdown"]
