@@ -142,8 +142,7 @@ def render_markdown(results: dict, title: str = "results") -> str:
     others = [r for r in models if r["role"] not in KNOWN_ROLES]
     if others:
         out += ["", "## Other models", ""] + _TABLE_HEAD + [_record_row(r, smallest, _other_label(r)) for r in others]
-    scales = [f"{r['name']} {r['decode_config']['tuning']['best']:g}" for r in models
-              if isinstance(r.get("decode_config"), dict) and isinstance(r["decode_config"].get("tuning"), dict)]
+    scales = [f"{r['name']} {r['decode_config']['tuning']['best']:g}" for r in models if _tuned(r)]
     if scales:
         out += ["", "Acoustic scale of each model, tuned on the development cuts: " + ", ".join(scales) + "."]
     fixed = [r for r in models if isinstance(r.get("decode_config"), dict) and not _tuned(r)

@@ -29,7 +29,8 @@ test_cuts=""        # aligned cuts decoded in stage 7
 tune_cuts=""        # dev cuts for the acoustic scale ("" if there are none: then acoustic_scale is a number)
 nj=2                # parallel decoding jobs of each `asr-kd decode`
 jobs=1              # models trained (stages 4, 6) and decoded (stage 7) at once, each on cores/jobs threads
-                    # (on a CPU, 2 jobs of 1 thread train about twice as fast as 1 job of 2 threads);
+                    # (on the shared 2-core machine bench/bench_train.py measured the TDNN student at 17.2k
+                    # frames/s on 1 thread and 4.8k on 2: one-thread jobs side by side pay on a CPU);
                     # with jobs > 1 each one's output goes to $exp/log/<stage>-<name>.log
 device=auto
 teachers="tdnn:teacher:1 blstm:teacher:2 tdnn:teacher:3"   # arch:size:seed of each teacher (>= 2 archs)
@@ -58,7 +59,7 @@ acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tun
 tune_scales="0.05 0.1 0.15 0.2 0.3 0.5"  # the acoustic scales tried on the tune cuts
 beam=scaled         # "fixed": the search beam is 13 at every acoustic scale (Kaldi's convention; an utterance
                     # without a final state is searched again, beam doubled); "scaled": 13 * scale / 0.1 above 0.1
-                    # (no retries needed, but at scale 0.3 the search runs ~100x slower on a 1,000-word 3-gram HCLG)
+                    # (fewer search errors, but 4-8x the search time at scales 0.2-0.3 on synth_rm's HCLG)
 recipe_settings=""  # "key=value ..." of the calling recipe, stored under "recipe" in recipe_config.json
 conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf/gpu.sh), applied before the flags
 
@@ -218,14 +219,11 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   esac
   # the aligner's context tree and transitions, when it made context-dependent pdfs
   hmm=(); [ ! -f "$exp/align/tree.json" ] || hmm=(--tree "$exp/align/tree.json" --transitions "$exp/align/transitions.json")
-  # fresh RESULT INPUT...: RESULT exists and is newer than every INPUT (a rerun keeps it)
-  fresh() { local result=$1; shift; [ -f "$result" ] && [ -z "$(find "$@" -newer "$result")" ]; }
   # decode NAME ROLE CHECKPOINT...: WER and frame accuracy on $test_cuts -> $exp/decode/
   # the first decode builds (and caches) the graph alone; the others run $jobs at once
   graph_built=false
   decode() {
     local name=$1 role=$2 job=run_job; shift 2
-    if fresh "$exp/decode/result-$name.json" "$@"; then log "Stage 7: $name already decoded, kept"; return; fi
     [ "$graph_built" = true ] || job=""
     graph_built=true
     $job ${job:+"decode-$name"} asr-kd decode --models "$@" --name "$name" --role "$role" --cuts "$test_cuts" --lang-dir "$lang" \
@@ -236,7 +234,6 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   for system in $gmm_systems; do
     gmm="$exp/${system#*:}"
     if [ ! -f "$gmm" ]; then log "no GMM system $gmm: ${system%%:*} left out of the ladder"; continue; fi
-    if fresh "$exp/decode/result-${system%%:*}.json" "$gmm"; then log "Stage 7: ${system%%:*} already decoded, kept"; continue; fi
     asr-kd decode-gmm --gmm "$gmm" --name "${system%%:*}" --cuts "$test_cuts" --lang-dir "$lang" "${lm[@]}" \
       --lm-order "$lm_order" "${scale[@]}" --output-dir "$exp/decode" --nj "$nj" --log-file "$exp/log/decode.log"
   done
