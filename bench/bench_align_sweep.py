@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.align.stage import _headline, _load_many, _read_cuts, _score_system
+from asr_kd.align.stage import SEARCH_KEYS, _headline, _load_many, _read_cuts, _score_system
 from asr_kd.align.train_mono import MonoConfig, train_mono
 from asr_kd.align.train_tri import TriConfig, train_tri
 from asr_kd.data.lang import Lang
@@ -99,16 +99,12 @@ def main() -> None:
         }
 
     skipped: dict[str, str] = {}
-    utts = _load_many(list(_read_cuts(args.cuts_dir, args.corpus, args.train_split)), lang, skipped, "load")
+    utts = _load_many(list(_read_cuts(args.cuts_dir, args.corpus, args.train_split)), lang, skipped, "load",
+                      self_loop_scale=mono_cfg.self_loop_scale)
     start = time.perf_counter()
     gmm = train_mono(utts, lang, mono_cfg, dev, args.nj)
     mono_s = time.perf_counter() - start
-    mono_pass = {
-        "acoustic_scale": mono_cfg.acoustic_scale,
-        "beam": mono_cfg.beam,
-        "retry_beam": mono_cfg.retry_beam,
-        "boost_silence": 1.0,
-    }
+    mono_pass = {k: getattr(mono_cfg, k) for k in SEARCH_KEYS}
     mono = GmmSystem(
         "mono",
         gmm,

@@ -55,13 +55,15 @@ def _symbol_table(symbols: tuple[str, ...]) -> kaldifst.SymbolTable:
 
 
 def _add_phone(fst: kaldifst.StdVectorFst, lang: Lang, phone: str, src: int, dst: int,
-               entry_cost: float = 0.0) -> None:
-    """Add the left-to-right HMM of ``phone`` between states ``src`` and ``dst`` (see the module doc)."""
+               entry_cost: float = 0.0, self_loop_scale: float = 1.0) -> None:
+    """Add the left-to-right HMM of ``phone`` between states ``src`` and ``dst`` (see the module doc);
+    its transition costs times ``self_loop_scale``."""
     pdfs = lang.pdf_ids(phone)
     transitions = lang.transition_logprobs(phone)
     states = [fst.add_state() for _ in pdfs]
     fst.add_arc(src, kaldifst.StdArc(pdfs[0] + 1, lang.phone_to_id[phone], entry_cost, states[0]))
     for i, (state, (self_loop, forward)) in enumerate(zip(states, transitions)):
+        self_loop, forward = self_loop * self_loop_scale, forward * self_loop_scale
         fst.add_arc(state, kaldifst.StdArc(pdfs[i] + 1, 0, -self_loop, state))
         if i + 1 < len(states):
             fst.add_arc(state, kaldifst.StdArc(pdfs[i + 1] + 1, 0, -forward, states[i + 1]))
@@ -69,13 +71,15 @@ def _add_phone(fst: kaldifst.StdVectorFst, lang: Lang, phone: str, src: int, dst
             fst.add_arc(state, kaldifst.StdArc(0, 0, -forward, dst))
 
 
-def _add_optional_silence(fst: kaldifst.StdVectorFst, lang: Lang, src: int, sil_prob: float) -> int:
+def _add_optional_silence(fst: kaldifst.StdVectorFst, lang: Lang, src: int, sil_prob: float,
+                          self_loop_scale: float = 1.0) -> int:
     """From ``src``, optional silence into a new state that is returned (``src`` when ``sil_prob == 0``)."""
     if sil_prob <= 0.0:
         return src
     dst = fst.add_state()
     fst.add_arc(src, kaldifst.StdArc(0, 0, -math.log1p(-sil_prob), dst))
-    _add_phone(fst, lang, lang.config.sil_phone, src, dst, entry_cost=-math.log(sil_prob))
+    _add_phone(fst, lang, lang.config.sil_phone, src, dst, entry_cost=-math.log(sil_prob),
+               self_loop_scale=self_loop_scale)
     return dst
 
 
@@ -88,7 +92,8 @@ def pronunciations(lang: Lang, word: str) -> list[tuple[str, ...]]:
     return prons
 
 
-def utterance_graph(lang: Lang, words: Sequence[str], optional_silence: bool = True) -> kaldifst.StdVectorFst:
+def utterance_graph(lang: Lang, words: Sequence[str], optional_silence: bool = True,
+                    self_loop_scale: float = 1.0) -> kaldifst.StdVectorFst:
     """The forced-alignment graph of one transcript (see the module docstring for its shape).
 
     Args:
@@ -96,6 +101,10 @@ def utterance_graph(lang: Lang, words: Sequence[str], optional_silence: bool = T
         words: the transcript, one word per item, all in ``lang.lexicon``.
         optional_silence: allow ``sil_phone`` at the start, between words and at the end with probability
             ``lang.config.sil_prob``; False: no silence unless the transcript has the silence word.
+        self_loop_scale: multiplies the HMM transition costs (self-loops and forward transitions), not the
+            optional-silence costs: Kaldi's ``--self-loop-scale`` (its aligners use 0.1, the acoustic
+            scale, so that the duration model weighs as much as the scaled acoustics). 1.0: the costs are
+            ``-ln P(state sequence | transcript)``.
 
     Returns:
         A ``kaldifst.StdVectorFst``: input labels pdf id + 1 (0 = epsilon), output labels phone ids on the
@@ -111,15 +120,16 @@ def utterance_graph(lang: Lang, words: Sequence[str], optional_silence: bool = T
     junction = fst.add_state()
     fst.start = junction
     for prons in word_prons:
-        word_start, word_end = _add_optional_silence(fst, lang, junction, sil_prob), fst.add_state()
+        word_start = _add_optional_silence(fst, lang, junction, sil_prob, self_loop_scale)
+        word_end = fst.add_state()
         for pron in prons:
             state = word_start
             for i, phone in enumerate(pron):
                 nxt = word_end if i + 1 == len(pron) else fst.add_state()
-                _add_phone(fst, lang, phone, state, nxt)
+                _add_phone(fst, lang, phone, state, nxt, self_loop_scale=self_loop_scale)
                 state = nxt
         junction = word_end
-    fst.set_final(_add_optional_silence(fst, lang, junction, sil_prob), 0.0)
+    fst.set_final(_add_optional_silence(fst, lang, junction, sil_prob, self_loop_scale), 0.0)
     fst.output_symbols = _symbol_table(tuple(lang.phone_symbols))
     kaldifst.arcsort(fst, sort_type="ilabel")
     return fst

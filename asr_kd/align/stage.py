@@ -72,21 +72,24 @@ from asr_kd.hmm.tree import ContextDependency
 from asr_kd.utils import atomic_output, file_sha256, resolve_device, write_json, write_text
 
 ALIGN_BATCH_CUTS = 2000  # cuts whose features are held in memory at once in the final alignment
+#: the search settings a saved system aligns with (its ``config["pass"]``)
+SEARCH_KEYS = ("acoustic_scale", "self_loop_scale", "beam", "retry_beam", "boost_silence")
 
 
 def cut_words(cut) -> list[str]:
     return " ".join(s.text or "" for s in cut.supervisions).split()
 
 
-def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[TrainingUtterance | None, str | None]:
-    """Features + graph of one cut (monophone graph, or ``system``'s context graph), or the reason it
-    cannot be aligned."""
+def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None, self_loop_scale: float = 1.0
+                    ) -> tuple[TrainingUtterance | None, str | None]:
+    """Features + graph of one cut (monophone graph with its transition costs times ``self_loop_scale``,
+    or ``system``'s context graph, whose costs the search adds), or the reason it cannot be aligned."""
     words = cut_words(cut)
     if not words:
         return None, "empty_transcript"
     try:
         if system is None:
-            graph = utterance_graph(lang, words)
+            graph = utterance_graph(lang, words, self_loop_scale=self_loop_scale)
         else:
             graph = alignment_graph(lang, words, system.tree)
         needed = min_num_frames(lang, words)
@@ -106,10 +109,10 @@ def _load_utterance(cut, lang: Lang, system: GmmSystem | None = None) -> tuple[T
 
 
 def _load_many(cuts: Sequence, lang: Lang, skipped: dict[str, str], desc: str,
-               system: GmmSystem | None = None) -> list[TrainingUtterance]:
+               system: GmmSystem | None = None, self_loop_scale: float = 1.0) -> list[TrainingUtterance]:
     utts = []
     for cut in tqdm(cuts, desc=desc, unit="cut", leave=False):
-        utt, reason = _load_utterance(cut, lang, system)
+        utt, reason = _load_utterance(cut, lang, system, self_loop_scale)
         if utt is None:
             skipped[cut.id] = reason
             logging.warning(f"{cut.id}: skipped ({reason})")
@@ -264,7 +267,7 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
         cuts = [cuts[i] for i in sorted(rng.choice(len(cuts), cfg.max_utts, replace=False))]
     skipped: dict[str, str] = {}
     start = time.perf_counter()
-    utts = _load_many(cuts, lang, skipped, "load training cuts")
+    utts = _load_many(cuts, lang, skipped, "load training cuts", self_loop_scale=cfg.self_loop_scale)
     timing["load"] = time.perf_counter() - start
     timing["train_audio"] = sum(u.feats.shape[0] for u in utts) * 0.01
     logging.info(f"training the aligner on {len(utts)} cuts ({sum(u.feats.shape[0] for u in utts)} frames)")
@@ -274,8 +277,7 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     gmm = train_mono(utts, lang, cfg, dev, num_jobs)
     timing["mono"] = time.perf_counter() - start
     logging.info(f"monophone aligner trained in {timing['mono']:.1f} s")
-    mono_cfg = {"acoustic_scale": cfg.acoustic_scale, "beam": cfg.beam, "retry_beam": cfg.retry_beam,
-                "boost_silence": cfg.boost_silence}
+    mono_cfg = {k: getattr(cfg, k) for k in SEARCH_KEYS}
     system = GmmSystem("mono", gmm, {"kind": "deltas"}, ContextDependency.monophone(lang),
                        TransitionModel.from_lang(lang), lang_sha256(lang), {"pass": mono_cfg})
     systems = [system]
@@ -328,8 +330,7 @@ def _has_reference(cuts: CutSet) -> bool:
 
 def _align_utts(utts: list[TrainingUtterance], lang: Lang, system: GmmSystem, dev, num_jobs: int):
     feats = [transform_gmm_features(system.transform, u.feats) for u in utts]
-    pass_cfg = TriConfig(**{k: v for k, v in system.config.get("pass", {}).items()
-                            if k in ("acoustic_scale", "beam", "retry_beam", "boost_silence")})
+    pass_cfg = TriConfig(**{k: v for k, v in system.config.get("pass", {}).items() if k in SEARCH_KEYS})
     return align_system(system, [u.graph for u in utts], feats, lang, pass_cfg, dev, num_jobs)
 
 

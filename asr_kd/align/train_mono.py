@@ -4,7 +4,8 @@ Starting from transcripts alone: every training utterance gets an equal alignmen
 through its training graph (:func:`asr_kd.align.graph.equal_alignment`); one Gaussian per pdf is
 estimated from it; then each iteration re-estimates the GMMs from the current alignments, adds
 Gaussians (Kaldi's mix-up schedule) and, on the re-alignment iterations, realigns every utterance with
-Viterbi (kaldi-decoder) over ``acoustic_scale * GMM log-likelihoods`` and the HMM's transition costs.
+Viterbi (kaldi-decoder) over ``acoustic_scale * GMM log-likelihoods`` and ``self_loop_scale *`` the
+HMM's transition costs (Kaldi's ``--acoustic-scale`` and ``--self-loop-scale``).
 
 The GMM work is batched over all frames of all utterances (GPU when present); the searches run in
 ``num_jobs`` processes.
@@ -39,6 +40,10 @@ class MonoConfig:
     total_gauss: int = 1000  # Gaussians over all pdfs at the end (mixed up linearly)
     max_utts: int = 3000  # training subset: this many utterances of the train split (random, seeded)
     acoustic_scale: float = 0.1  # GMM log-likelihood scale against transition costs in the search
+    # HMM transition costs' scale in the search (Kaldi's --self-loop-scale; its aligners' scale_opts use
+    # 0.1, the acoustic scale). 1.0 (the costs as probabilities) aligned synth_rm better than 0.1 (test
+    # frame agreement mono 78.5 vs 76.7%, tri1 77.8 vs 76.7%: recipes/synth_rm/RESULTS.md)
+    self_loop_scale: float = 1.0
     beam: float = 10.0
     retry_beam: float = 40.0
     seed: int = 0
@@ -122,6 +127,7 @@ def flat_start_labels(utt: TrainingUtterance, lang: Lang, seed: int) -> np.ndarr
     labels = equal_alignment(utt.graph, utt.feats.shape[0], seed=seed)
     if labels is None:
         labels = equal_alignment(utterance_graph(lang, utt.words, optional_silence=False), utt.feats.shape[0], seed)
+    # (equal_alignment draws its random path whatever the arc costs are: the unscaled graph gives the same)
     return labels
 
 

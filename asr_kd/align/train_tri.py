@@ -67,6 +67,7 @@ class TriConfig:
     splice_context: int = 4
     lda_dim: int = 40
     acoustic_scale: float = 0.1
+    self_loop_scale: float = 1.0  # HMM transition costs' scale in the search (Kaldi's --self-loop-scale)
     beam: float = 10.0
     retry_beam: float = 1000.0  # Kaldi: 40; forced-alignment graphs are small
     seed: int = 0
@@ -120,7 +121,7 @@ def align_system(
     loglikes = system_log_likelihoods(
         system, feats, device, cfg.boost_silence, silence_pdf_mask(system.tree, lang), [g.pdfs for g in graphs]
     )
-    columns = [g.search_columns(system.transitions) for g in graphs]
+    columns = [g.search_columns(system.transitions, cfg.self_loop_scale) for g in graphs]
     alignments = align_batch([g.fst for g in graphs], loglikes, num_jobs=num_jobs, beam=cfg.beam,
                              retry_beam=cfg.retry_beam, acoustic_scale=cfg.acoustic_scale, columns_list=columns)
     for ali, g in zip(alignments, graphs):

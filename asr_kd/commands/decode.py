@@ -95,12 +95,16 @@ def _add_search_flags(p) -> None:
     p.add_argument("--decoder", choices=("faster", "lattice"), default="faster",
                    help="kaldi-decoder's FasterDecoder, or its LatticeSimpleDecoder (best path of the lattice)")
     p.add_argument("--max-active", type=int, default=7000, help="most active states per frame (faster decoder)")
+    p.add_argument("--self-loop-scale", type=float, default=0.1,
+                   help="scale of the HMM transition costs in HCLG, not of the LM's (Kaldi's mkgraph.sh "
+                   "--self-loop-scale: 0.1 for GMM and cross-entropy hybrid models); the graph is cached per value")
     p.add_argument("--nj", type=int, default=1, help="decoding processes")
 
 
 def _search_kwargs(args) -> dict:
     return {"beam": args.beam, "max_active": args.max_active, "scale_beam": not args.fixed_beam,
             "max_retries": args.max_retries, "decoder": args.decoder, "num_jobs": args.nj,
+            "self_loop_scale": args.self_loop_scale,
             "batch_size": args.batch_size, "force": args.force, "tune_cuts": args.tune_cuts,
             "lm_cuts": args.lm_cuts, "lm_text": args.lm_text, "lm_order": args.lm_order,
             **({"tune_scales": args.tune_scales} if args.tune_scales else {})}  # fmt: skip

@@ -95,6 +95,23 @@ class LangTransitions:
         raise NotImplementedError("the lang topology's transitions have no file of their own")
 
 
+class ScaledTransitions:
+    """``transitions`` with every log-probability times ``scale`` (Kaldi's ``--self-loop-scale``: our
+    left-to-right HMMs have only self-loops and forward transitions, both scaled)."""
+
+    def __init__(self, transitions: Transitions, scale: float) -> None:
+        if not scale > 0.0:
+            raise ValueError(f"self_loop_scale must be > 0, got {scale}")
+        self.transitions, self.scale = transitions, float(scale)
+
+    def log_probs(self, phone: int, hmm_state: int) -> tuple[float, float]:
+        loop, forward = self.transitions.log_probs(phone, hmm_state)
+        return loop * self.scale, forward * self.scale
+
+    def save(self, path) -> None:  # pragma: no cover - graphs key the scale on its own
+        raise NotImplementedError("a scaled view of a transition model is not saved; save the model")
+
+
 def is_monophone(tree: ContextTree) -> bool:
     return tree.context_width == 1 and tree.central_position == 0
 

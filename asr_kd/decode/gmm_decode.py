@@ -157,6 +157,7 @@ def decode_gmm(
     force: bool = False,
     tune_cuts: Path | str | None = None,
     tune_scales: Sequence[float] = DEFAULT_TUNE_SCALES,
+    self_loop_scale: float | None = None,
 ) -> dict:
     """Decode every cut of ``cuts_path`` with the GMM system ``gmm``; score WER and frame accuracy.
 
@@ -174,10 +175,11 @@ def decode_gmm(
     want = tree.num_pdfs if tree is not None else lang.num_pdfs
     if system.num_pdfs != want:
         raise ValueError(f"{gmm} has {system.num_pdfs} pdfs, its tree or {lang_dir} {want}")
-    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree, transitions)
+    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree, transitions, self_loop_scale)
     search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info)
     width = 1 if tree is None else tree.context_width
     decode_config = {**search_config(search, tune_cuts, tune_scales), "lm_order": graph_info.get("lm_order", lm_order),
+                     "self_loop_scale": graph_info.get("self_loop_scale", 1.0),
                      "num_jobs": num_jobs, "prior_floor": None, "lang_dir": str(lang_dir), "pdf_counts": None,
                      "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
                      "lm_text": None if lm_text is None else str(lm_text), "graph": graph_path.name,

@@ -44,8 +44,9 @@ so that decodes with different LMs can share one lang dir, even at the same time
     HCLG-<key>.json    the build info (format version, LM order, sha256 of the LM transcripts, of the
                        lexicon and of the lang (asr_kd.hmm.system.lang_sha256), the context dependency:
                        "monophone", or N, P and the sha256 of the tree and transitions files,
-                       :func:`context_dependency`), sizes, the graph file's byte size, the pdfs of the
-                       extra input labels; written after the graph
+                       :func:`context_dependency`), the HMM transition costs' scale (``self_loop_scale``,
+                       :func:`make_hclg`), sizes, the graph file's byte size, the pdfs of the extra input
+                       labels; written after the graph
     lm-<key>.arpa, lm-<key>.G.fst   its LM and G
 
 Every file is written to a temporary name and renamed; two runs building the same key write the same
@@ -71,6 +72,7 @@ from asr_kd.decode.context import (
     HmmLabels,
     LangTransitions,
     MonophoneTree,
+    ScaledTransitions,
     Transitions,
     hmm_labels,
     is_monophone,
@@ -87,6 +89,8 @@ if TYPE_CHECKING:
     from asr_kd.data.lang import Lang
 
 GRAPH_FORMAT_VERSION = 1
+#: the HMM transition costs' scale in HCLG (Kaldi's mkgraph.sh default, for GMMs and cross-entropy hybrids)
+DEFAULT_SELF_LOOP_SCALE = 0.1
 
 
 class GraphError(ValueError):
@@ -284,21 +288,27 @@ def _remove_disambig_add_self_loops(h: kaldifst.StdVectorFst, labels: HmmLabels)
 
 
 def make_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree | None = None,
-              transitions: Transitions | None = None) -> tuple[kaldifst.StdVectorFst, HmmLabels]:
+              transitions: Transitions | None = None, self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE
+              ) -> tuple[kaldifst.StdVectorFst, HmmLabels]:
     """HCLG from a lang and G (steps 3-5 of the module docstring), and its input labels.
 
     Args:
         tree: the context tree of the acoustic model's pdfs (None: the lang's monophone pdfs).
         transitions: its transition model (None: the lang topology's fixed probabilities).
+        self_loop_scale: multiplies the HMM transition costs (self-loops and forward transitions), not
+            the lexicon's and the LM's: Kaldi's ``mkgraph.sh --self-loop-scale`` (0.1 by default there,
+            for GMM and cross-entropy hybrid models decoded at an acoustic scale near 0.1).
 
     Returns:
         ``(hclg, labels)``: hclg a ``kaldifst.StdVectorFst`` with input labels 1..``labels.num_labels``
         (pdf id + 1, plus the extra labels of :class:`~asr_kd.decode.context.HmmLabels`; 0 = epsilon),
-        output labels word ids, costs -ln P(HMM transitions, optional silence, words) in nats;
-        arc-sorted on input labels.
+        output labels word ids, costs ``-self_loop_scale * ln P(HMM transitions) - ln P(optional silence,
+        words)`` in nats; arc-sorted on input labels.
     """
     tree = tree if tree is not None else MonophoneTree(lang)
     transitions = transitions if transitions is not None else LangTransitions(lang)
+    if self_loop_scale != 1.0:
+        transitions = ScaledTransitions(transitions, self_loop_scale)
     lg = _compose_lg(lang, g)
     lg_states = lg.num_states
     fst, labels, kinds = _input_labels(lang, lg, tree, transitions)
@@ -314,9 +324,10 @@ def make_hclg(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree | None = N
 
 
 def make_decoding_graph(lang: Lang, g: kaldifst.StdVectorFst, tree: ContextTree | None = None,
-                        transitions: Transitions | None = None) -> kaldifst.StdVectorFst:
+                        transitions: Transitions | None = None, self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE
+                        ) -> kaldifst.StdVectorFst:
     """HCLG alone (:func:`make_hclg`)."""
-    return make_hclg(lang, g, tree, transitions)[0]
+    return make_hclg(lang, g, tree, transitions, self_loop_scale)[0]
 
 
 def map_oov(transcripts: Iterable[str], lang: Lang) -> list[str]:
@@ -345,7 +356,7 @@ def context_dependency(lang: Lang, tree: ContextTree | None, transitions: Transi
 
 
 def graph_build_info(lang: Lang, texts: Sequence[str], order: int, tree: ContextTree | None = None,
-                     transitions: Transitions | None = None) -> dict:
+                     transitions: Transitions | None = None, self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE) -> dict:
     """What a decoding graph is built from (its cache key is the sha256 of this dict): ``texts`` are the
     LM transcripts after :func:`map_oov`; ``tree``, ``transitions`` those of :func:`make_hclg`. The lang
     enters by the GMM systems' ``asr_kd.hmm.system.lang_sha256`` (phones, topology, lexicon, config: the
@@ -354,13 +365,16 @@ def graph_build_info(lang: Lang, texts: Sequence[str], order: int, tree: Context
 
     return {"format_version": GRAPH_FORMAT_VERSION, "lm_order": int(order), "transcripts_sha256": transcripts_sha256(texts),
             "lexicon_sha256": lang.lexicon_sha256, "lang_sha256": lang_sha256(lang),
-            "context_dependency": context_dependency(lang, tree, transitions)}  # fmt: skip
+            "context_dependency": context_dependency(lang, tree, transitions),
+            "self_loop_scale": float(self_loop_scale)}  # fmt: skip
 
 
 def graph_key(info: dict) -> str:
     """The cache key of a graph's build info: the first 16 hex digits of the sha256 of its canonical JSON."""
     fields = {k: info[k] for k in ("format_version", "lm_order", "transcripts_sha256", "lexicon_sha256",
                                    "lang_sha256", "context_dependency")}  # fmt: skip
+    if info.get("self_loop_scale", 1.0) != 1.0:  # graphs of scale 1 keep the key they had before the scale
+        fields["self_loop_scale"] = info["self_loop_scale"]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:GRAPH_KEY_DIGITS]
 
 
@@ -399,11 +413,13 @@ def cached_graphs(lang_dir: Path | str) -> list[tuple[Path, dict]]:
 
 def ensure_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3,
                           force: bool = False, tree: ContextTree | None = None,
-                          transitions: Transitions | None = None) -> tuple[Path, dict]:  # fmt: skip
+                          transitions: Transitions | None = None,
+                          self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE) -> tuple[Path, dict]:  # fmt: skip
     """The path and info of the ``order``-gram HCLG of ``lang_dir`` on ``transcripts``: the cached
     ``HCLG-<key>.fst`` when it verifies (:func:`read_graph_info`), else built and cached (module docstring).
 
-    ``tree``, ``transitions``: the acoustic model's HMMs (:func:`make_hclg`; None: the lang's monophones).
+    ``tree``, ``transitions``: the acoustic model's HMMs (:func:`make_hclg`; None: the lang's monophones);
+    ``self_loop_scale``: the scale of their transition costs in the graph (:func:`make_hclg`).
     The info also holds ``num_pdfs`` and ``extra_label_pdfs`` (the pdf of each input label above
     num_pdfs, :class:`~asr_kd.decode.context.HmmLabels`; read by :func:`graph_label_pdfs`)."""
     from asr_kd.data.lang import Lang
@@ -411,7 +427,7 @@ def ensure_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], orde
     lang_dir = Path(lang_dir)
     lang = Lang.load(lang_dir)
     texts = map_oov(transcripts, lang)
-    info = graph_build_info(lang, texts, order, tree, transitions)
+    info = graph_build_info(lang, texts, order, tree, transitions, self_loop_scale)
     key = graph_key(info)
     graph_path, info_path = graph_paths(lang_dir, key)
     if not force:
@@ -422,7 +438,7 @@ def ensure_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], orde
         if graph_path.exists() or info_path.exists():
             logging.warning(f"{graph_path} cannot be reused ({why or 'other build info'}): rebuilding")
     arpa = train_ngram_lm(texts, order, lang_dir / f"lm-{key}.arpa")
-    hclg, labels = make_hclg(lang, make_g(arpa, lang, lang_dir), tree, transitions)
+    hclg, labels = make_hclg(lang, make_g(arpa, lang, lang_dir), tree, transitions, self_loop_scale)
     with atomic_output(graph_path) as tmp:
         if not hclg.write(str(tmp)):
             raise OSError(f"could not write {graph_path}")
@@ -440,9 +456,9 @@ def graph_label_pdfs(info: dict) -> list[int]:
 
 
 def build_decoding_graph(lang_dir: Path | str, transcripts: Sequence[str], order: int = 3, force: bool = False,
-                         tree: ContextTree | None = None,
-                         transitions: Transitions | None = None) -> kaldifst.StdVectorFst:  # fmt: skip
+                         tree: ContextTree | None = None, transitions: Transitions | None = None,
+                         self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE) -> kaldifst.StdVectorFst:  # fmt: skip
     """The ``order``-gram HCLG of ``lang_dir`` on ``transcripts``, read if cached, else built
     (:func:`ensure_decoding_graph`; also writes ``lm-<key>.arpa`` and its G, ``lm-<key>.G.fst``)."""
-    graph_path, _ = ensure_decoding_graph(lang_dir, transcripts, order, force, tree, transitions)
+    graph_path, _ = ensure_decoding_graph(lang_dir, transcripts, order, force, tree, transitions, self_loop_scale)
     return _kaldifst().StdVectorFst.read(str(graph_path))

@@ -97,22 +97,29 @@ def read_lm_text(path: Path | str) -> list[str]:
 
 
 def decoding_graph(lang_dir: Path | str, lm_cuts: Path | str | None, lm_order: int, lm_text: Path | str | None = None,
-                   tree=None, transitions=None) -> tuple[Path, dict]:  # fmt: skip
+                   tree=None, transitions=None, self_loop_scale: float | None = None) -> tuple[Path, dict]:  # fmt: skip
     """``(<lang_dir>/HCLG-<key>.fst, its info)``: built on the ``lm_text`` sentences or the ``lm_cuts``
     transcripts (cached by what it is built from, the tree and transitions included:
     :mod:`asr_kd.decode.graph`), or, when both are None, the one cached graph of an ``lm_order``-gram LM
-    and that context dependency in ``lang_dir`` (an error when there is none, or several)."""
+    and that context dependency in ``lang_dir`` (an error when there is none, or several).
+    ``self_loop_scale``: of the HMM transition costs (:func:`asr_kd.decode.graph.make_hclg`; None: the
+    default, 0.1, as Kaldi's mkgraph.sh)."""
     from asr_kd.data.lang import Lang
-    from asr_kd.decode.graph import cached_graphs, context_dependency, ensure_decoding_graph
+    from asr_kd.decode.graph import DEFAULT_SELF_LOOP_SCALE, cached_graphs, context_dependency, ensure_decoding_graph
+
+    if self_loop_scale is None:
+        self_loop_scale = DEFAULT_SELF_LOOP_SCALE
 
     lang_dir = Path(lang_dir)
     if lm_cuts is not None and lm_text is not None:
         raise ValueError(f"give the LM text as lm_cuts ({lm_cuts}) or lm_text ({lm_text}), not both")
     if lm_cuts is not None or lm_text is not None:
         texts = read_lm_text(lm_text) if lm_text is not None else [reference_text(c) for c in CutSet.from_file(lm_cuts)]
-        return ensure_decoding_graph(lang_dir, texts, order=lm_order, tree=tree, transitions=transitions)
+        return ensure_decoding_graph(lang_dir, texts, order=lm_order, tree=tree, transitions=transitions,
+                                     self_loop_scale=self_loop_scale)
     context = context_dependency(Lang.load(lang_dir), tree, transitions)
-    graphs = [(p, i) for p, i in cached_graphs(lang_dir) if i.get("context_dependency", "monophone") == context]
+    graphs = [(p, i) for p, i in cached_graphs(lang_dir) if i.get("context_dependency", "monophone") == context
+              and i.get("self_loop_scale", 1.0) == float(self_loop_scale)]
     matching = [(p, i) for p, i in graphs if i.get("lm_order") == lm_order]
     if not matching:
         found = ", ".join(f"{p.name} ({i.get('lm_order')}-gram)" for p, i in graphs) or "none"
@@ -304,6 +311,7 @@ def decode_cuts(
     scale_beam: bool = True,
     max_retries: int = DEFAULT_MAX_RETRIES,
     decoder: str = "faster",
+    self_loop_scale: float | None = None,
 ) -> dict:
     """Decode every cut of ``cuts_path`` with one model or an ensemble; score WER and frame accuracy.
 
@@ -342,6 +350,8 @@ def decode_cuts(
         tree, transitions: ``tree.json`` and ``transitions.json`` of the align stage (asr_kd.hmm) for models
             of context-dependent pdfs; None: the lang's monophone pdfs and topology.
         scale_beam, max_retries, decoder: the search settings of :func:`asr_kd.decode.decoder.search_utterance`.
+        self_loop_scale: the HMM transition costs' scale in HCLG (:func:`asr_kd.decode.graph.make_hclg`;
+            None: 0.1, Kaldi's default).
 
     Returns:
         The record written to ``result-<name>.json`` (:mod:`asr_kd.decode.record`; WER and frame accuracy
@@ -357,10 +367,12 @@ def decode_cuts(
     output_dir = Path(output_dir)
     result_path = output_dir / f"result-{name}.json"
     lang, tree_obj, transitions_obj = load_hmms(lang_dir, tree, transitions)
-    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree_obj, transitions_obj)
+    graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree_obj, transitions_obj,
+                                            self_loop_scale)
     member_info, files = _member_info(paths)
     search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info)
     decode_config = {**search_config(search, tune_cuts, tune_scales), "lm_order": graph_info.get("lm_order", lm_order),
+                     "self_loop_scale": graph_info.get("self_loop_scale", 1.0),
                      "num_jobs": num_jobs, "prior_floor": prior_floor, "lang_dir": str(lang_dir),
                      "pdf_counts": str(pdf_counts), "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
                      "lm_text": None if lm_text is None else str(lm_text), "graph": graph_path.name,
@@ -432,7 +444,7 @@ def search_settings(acoustic_scale: float, beam: float, max_active: int, scale_b
 
 
 def search_config(search: dict, tune_cuts, tune_scales: Sequence[float]) -> dict:
-    """The search part of a record's ``decode_config``."""
+    """The search part of a record's ``decode_config`` (with the graph's ``self_loop_scale``)."""
     config = {k: v for k, v in search.items() if k != "extra_pdfs"}
     if tune_cuts is not None:
         config.update(acoustic_scale="tuned", tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])

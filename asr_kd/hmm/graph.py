@@ -103,9 +103,14 @@ class AlignmentGraph:
             self._phone_start = np.where(self._entry, self.column_phone, 0)
         return self._phone_start
 
-    def search_columns(self, transitions: TransitionModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ``columns`` of :func:`asr_kd.align.viterbi.viterbi_align` under ``transitions``."""
-        return self.column_pdf, self.column_costs(transitions), self.column_phone_start
+    def search_columns(self, transitions: TransitionModel, self_loop_scale: float = 1.0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``columns`` of :func:`asr_kd.align.viterbi.viterbi_align` under ``transitions``, their
+        log-probabilities times ``self_loop_scale`` (Kaldi's ``--self-loop-scale``)."""
+        costs = self.column_costs(transitions)
+        if self_loop_scale != 1.0:
+            costs = (costs * np.float32(self_loop_scale)).astype(np.float32)
+        return self.column_pdf, costs, self.column_phone_start
 
     def column_costs(self, transitions: TransitionModel) -> np.ndarray:
         """(K,) float32 natural-log probabilities of every column's transition under ``transitions``."""

@@ -194,7 +194,7 @@ def test_tied_pdfs_with_other_transitions_get_extra_labels(lang: Lang, tmp_path:
 
     tree, transitions = TiedTree(lang, "uw", "iy"), LoopTransitions(lang, "iy", 0.9)
     g = make_g(train_ngram_lm(LM_TEXT, 2, tmp_path / "lm.arpa"), lang)
-    hclg, labels = make_hclg(lang, g, tree, transitions)
+    hclg, labels = make_hclg(lang, g, tree, transitions, self_loop_scale=1.0)
     uw = lang.pdf_ids("uw")
     assert labels.extra_pdfs == uw and labels.num_labels == lang.num_pdfs + 2
     loops = {a.ilabel: a.weight.value for s in range(hclg.num_states) for a in kaldifst.ArcIterator(hclg, s)

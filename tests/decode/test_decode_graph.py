@@ -15,6 +15,7 @@ from asr_kd.align.graph import utterance_graph
 from asr_kd.data.lang import Lang, prepare_lang
 from asr_kd.decode.graph import (
     GraphError,
+    DEFAULT_SELF_LOOP_SCALE,
     build_decoding_graph,
     ensure_decoding_graph,
     graph_build_info,
@@ -99,7 +100,9 @@ def test_hclg_labels(lang: Lang, hclg: kaldifst.StdVectorFst) -> None:
     assert {a.olabel for _, a in arcs} - {0} == words  # "to" is not in the LM; no #0
     self_loops = {a.ilabel - 1: a.weight.value for s, a in arcs if a.nextstate == s}
     assert set(self_loops) == set(range(lang.num_pdfs)) - {lang.pdf_ids("SPN")[0]}  # <UNK> not in the LM
-    assert all(v == pytest.approx(-math.log(0.6)) for v in self_loops.values())
+    # Kaldi's mkgraph.sh --self-loop-scale 0.1: the HMM's costs are scaled, not the LM's
+    assert DEFAULT_SELF_LOOP_SCALE == 0.1
+    assert all(v == pytest.approx(-0.1 * math.log(0.6), abs=1e-3) for v in self_loops.values())
     assert hclg.is_ilabel_sorted
 
 
@@ -119,7 +122,8 @@ def test_path_cost_is_hmm_plus_lm(lang: Lang, lang_dir: Path, hclg, words: list[
 
     cost, word_ids = best_cost(hclg)
     assert word_ids == [lang.word_to_id[w] for w in words]
-    expected = best_cost(utterance_graph(lang, words))[0] + lm_cost(read_arpa(arpa_of(lang_dir, 2)), words)
+    hmm_and_silence = best_cost(utterance_graph(lang, words, self_loop_scale=DEFAULT_SELF_LOOP_SCALE))[0]
+    expected = hmm_and_silence + lm_cost(read_arpa(arpa_of(lang_dir, 2)), words)
     # minimize_encoded quantizes weights to 1/1024 (Kaldi's fstminimizeencoded): a few 1e-3 on a path
     assert cost == pytest.approx(expected, abs=1e-2)
 
@@ -196,3 +200,27 @@ def test_make_decoding_graph_from_g(lang: Lang, lang_dir: Path, tmp_path: Path) 
     graph = make_decoding_graph(lang, g)
     olabels = {a.olabel for s in range(graph.num_states) for a in kaldifst.ArcIterator(graph, s)}
     assert olabels == {0, lang.word_to_id["two"]}
+
+
+def test_self_loop_scale_scales_the_hmm_costs_only(lang: Lang, lang_dir: Path) -> None:
+    """Graphs of two self-loop scales are cached apart; on the same one-hot path (no silence taken) the
+    scale multiplies the HMM transition costs and leaves the skipped silences' and the LM's costs."""
+    words = ["one", "two"]
+    loglikes = one_hot_loglikes(lang, pdf_sequence(lang, words, 2, False), low=-100.0)
+
+    def cost(graph) -> float:
+        decoder = kaldi_decoder.FasterDecoder(graph, kaldi_decoder.FasterDecoderOptions(beam=200))
+        decoder.decode(kaldi_decoder.DecodableCtc(loglikes))
+        ok, lattice = decoder.get_best_path()
+        assert ok
+        return kaldifst.get_linear_symbol_sequence(lattice)[3].value1
+
+    path_01, info_01 = ensure_decoding_graph(lang_dir, LM_TEXT, order=2, self_loop_scale=0.1)
+    path_1, info_1 = ensure_decoding_graph(lang_dir, LM_TEXT, order=2, self_loop_scale=1.0)
+    assert path_01 != path_1 and (info_01["self_loop_scale"], info_1["self_loop_scale"]) == (0.1, 1.0)
+    skips = (len(words) + 1) * -math.log1p(-lang.config.sil_prob)  # optional silences not taken
+    ali_1, ali_01 = (cost(utterance_graph(lang, words, self_loop_scale=x)) for x in (1.0, 0.1))
+    assert ali_01 - skips == pytest.approx(0.1 * (ali_1 - skips), abs=1e-4) and ali_1 - skips > 1.0
+    hclg_1, hclg_01 = (cost(kaldifst.StdVectorFst.read(str(p))) for p in (path_1, path_01))
+    # minimize_encoded quantizes weights to 1/1024 (a few 1e-3 on a path)
+    assert hclg_1 - hclg_01 == pytest.approx(ali_1 - ali_01, abs=1e-2)

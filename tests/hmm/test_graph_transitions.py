@@ -194,3 +194,15 @@ def test_gmm_subset_gives_the_columns_of_the_full_model() -> None:
     pdfs = torch.tensor([4, 2, 0])
     assert torch.allclose(gmm.subset(pdfs).log_likelihoods(x), gmm.log_likelihoods(x)[:, pdfs], atol=1e-5)
     assert gmm.subset(torch.tensor([2])).max_gauss == 1
+
+
+def test_search_columns_scale_the_transition_log_probs(lang) -> None:
+    """``search_columns(transitions, s)`` = s x the columns' log-probabilities (Kaldi's --self-loop-scale),
+    the pdfs and phone starts unchanged."""
+    tree = ContextDependency.monophone(lang)
+    graph = alignment_graph(lang, ["b", "a"], tree)
+    transitions = TransitionModel.from_lang(lang)
+    pdf_1, cost_1, start_1 = graph.search_columns(transitions)
+    pdf_s, cost_s, start_s = graph.search_columns(transitions, 0.1)
+    assert (pdf_1 == pdf_s).all() and (start_1 == start_s).all()
+    assert cost_s == pytest.approx(0.1 * cost_1, rel=1e-6) and (cost_1 < 0).all()
