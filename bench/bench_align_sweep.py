@@ -12,7 +12,8 @@ alignments, then trains every ``--variant NAME=PASS[,PASS...]``: the triphone pa
 ``KIND[/key=value...]`` with KIND ``deltas`` (tri1) or ``lda_mllt`` (tri2) and the keys of
 :class:`~asr_kd.align.train_tri.TriConfig`. Passes shared by variants (the same settings after the same
 passes) are trained once. Every pass is scored on ``--score-splits`` by aligning them in memory (as the
-stage's ``passes.json``). Results go to ``--out`` (JSON, rewritten after every pass).
+stage's ``passes.json``). Results go to ``--out`` (JSON, rewritten after every pass); ``--save-dir``
+also keeps each system (``mono.gmm.pt``, ``<variant>.gmm.pt``) for ``asr-kd decode-gmm``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.align.stage import SEARCH_KEYS, _headline, _load_many, _read_cuts, _score_system
-from asr_kd.align.train_mono import MonoConfig, train_mono
+from asr_kd.align.stage import SEARCH_KEYS, _headline, _load_many, _read_cuts, _score_system, train_monophones
+from asr_kd.align.train_mono import MonoConfig
 from asr_kd.align.train_tri import TriConfig, train_tri
 from asr_kd.data.lang import Lang
 from asr_kd.hmm.system import GmmSystem, lang_sha256
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--nj", type=int, default=2)
     parser.add_argument("--mono", action="append", default=[], help="MonoConfig key=value (repeatable)")
     parser.add_argument("--variant", action="append", default=[], help="NAME=PASS[,PASS...] (repeatable)")
+    parser.add_argument("--save-dir", type=Path, default=None,
+                        help="also save mono.gmm.pt and <variant>.gmm.pt (its last pass) here, for asr-kd decode-gmm")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     dev = torch.device("cpu")
@@ -102,7 +105,7 @@ def main() -> None:
     utts = _load_many(list(_read_cuts(args.cuts_dir, args.corpus, args.train_split)), lang, skipped, "load",
                       self_loop_scale=mono_cfg.self_loop_scale)
     start = time.perf_counter()
-    gmm = train_mono(utts, lang, mono_cfg, dev, args.nj)
+    gmm, utts = train_monophones(utts, lang, mono_cfg, dev, args.nj, skipped)
     mono_s = time.perf_counter() - start
     mono_pass = {k: getattr(mono_cfg, k) for k in SEARCH_KEYS}
     mono = GmmSystem(
@@ -116,6 +119,8 @@ def main() -> None:
     )
     result["passes"]["mono"] = {"seconds": mono_s, "scores": score(mono)}
     save()
+    if args.save_dir is not None:
+        mono.save(args.save_dir / "mono.gmm.pt")
     cache: dict[tuple, tuple[GmmSystem, list[np.ndarray]]] = {(): (mono, [u.labels.copy() for u in utts])}
     for name, passes in variants:
         key: tuple = ()
@@ -139,6 +144,8 @@ def main() -> None:
             save()
         result["variants"][name] = [" > ".join(key[: k + 1]) for k in range(len(key))]
         save()
+        if args.save_dir is not None:
+            cache[key][0].save(args.save_dir / f"{name}.gmm.pt")
     for name, chain in result["variants"].items():
         for k, pass_key in enumerate(["mono", *chain]):
             r = result["passes"][pass_key]

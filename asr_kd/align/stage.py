@@ -47,7 +47,7 @@ from tqdm import tqdm
 from asr_kd.align.feats import gmm_features
 from asr_kd.align.graph import AlignmentError, min_num_frames, utterance_graph
 from asr_kd.align.report import AlignmentScorer, format_passes, format_report
-from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, reference_labels, train_mono
+from asr_kd.align.train_mono import MonoConfig, TrainingUtterance, realign, reference_labels, train_mono
 from asr_kd.align.train_tri import TriConfig, align_system, train_tri
 from asr_kd.data.lang import Lang
 from asr_kd.guard import (
@@ -274,7 +274,7 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     if cfg.init == "reference":
         _set_reference_labels(utts, {c.id: c for c in cuts}, lang, ref_map)
     start = time.perf_counter()
-    gmm = train_mono(utts, lang, cfg, dev, num_jobs)
+    gmm, utts = train_monophones(utts, lang, cfg, dev, num_jobs, skipped, realign_all=bool(passes))
     timing["mono"] = time.perf_counter() - start
     logging.info(f"monophone aligner trained in {timing['mono']:.1f} s")
     mono_cfg = {k: getattr(cfg, k) for k in SEARCH_KEYS}
@@ -304,6 +304,34 @@ def _train(cut_sets: dict[str, CutSet], train_split: str, lang: Lang, cfg: MonoC
     system.transitions.save(exp_dir / "transitions.json")
     system.save(exp_dir / "final.gmm.pt")
     return system, pass_reports
+
+
+def train_monophones(utts: list[TrainingUtterance], lang: Lang, cfg: MonoConfig, dev, num_jobs: int,
+                     skipped: dict[str, str], realign_all: bool = True):
+    """``train_mono`` on ``cfg.mono_utts`` of ``utts`` (a random subset, seeded by ``cfg.seed``; all when
+    0 or more), then, with ``realign_all``, the monophone alignment of every utterance (Kaldi's
+    ``align_si.sh`` after ``train_mono.sh`` on a subset), which the triphone passes start from.
+
+    Returns ``(gmm, utts)``: the utterances that carry monophone labels (an utterance that does not align
+    is left out and recorded in ``skipped``)."""
+    if not 0 < cfg.mono_utts < len(utts):
+        return train_mono(utts, lang, cfg, dev, num_jobs), utts
+    rng = np.random.default_rng(cfg.seed + 1)
+    subset = [utts[i] for i in sorted(rng.choice(len(utts), cfg.mono_utts, replace=False))]
+    logging.info(f"monophones: training on {len(subset)} of the {len(utts)} training cuts")
+    gmm = train_mono(subset, lang, cfg, dev, num_jobs)
+    if not realign_all:
+        return gmm, subset
+    for utt in utts:
+        utt.labels = None
+    realign(gmm, utts, cfg, dev, num_jobs, lang)
+    kept = [u for u in utts if u.labels is not None]
+    for utt in utts:
+        if utt.labels is None:
+            skipped[utt.id] = "no_mono_path: the monophones found no path even with the retry beam"
+    logging.info(f"monophone alignment of all {len(utts)} training cuts: {len(utts) - len(kept)} unaligned, "
+                 "left out of the triphone passes")
+    return gmm, kept
 
 
 def _set_reference_labels(utts: list[TrainingUtterance], cuts_by_id: dict, lang: Lang, ref_map) -> None:

@@ -39,6 +39,9 @@ class MonoConfig:
     realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23)
     total_gauss: int = 1000  # Gaussians over all pdfs at the end (mixed up linearly)
     max_utts: int = 3000  # training subset: this many utterances of the train split (random, seeded)
+    # the monophones alone train on this many of them (random, seeded; 0: all), as Kaldi's recipes run
+    # train_mono.sh on a subset; the triphone passes start from a monophone alignment of every utterance
+    mono_utts: int = 0
     acoustic_scale: float = 0.1  # GMM log-likelihood scale against transition costs in the search
     # HMM transition costs' scale in the search (Kaldi's --self-loop-scale; its aligners' scale_opts use
     # 0.1, the acoustic scale). 1.0 (the costs as probabilities) aligned synth_rm better than 0.1 (test

@@ -34,6 +34,12 @@ def _add_align(sub) -> None:
     p.add_argument("--total-gauss", type=int, default=1000, help="Gaussians over all pdfs at the end")
     p.add_argument("--max-utts", type=int, default=3000, help="training subset size (utterances)")
     p.add_argument(
+        "--mono-utts", type=int, default=0,
+        help="the monophones train on this many of the training utterances (random, seeded; 0: all), as "
+        "Kaldi's recipes run train_mono.sh on a subset; the triphone passes start from a monophone "
+        "alignment of all of them",
+    )  # fmt: skip
+    p.add_argument(
         "--acoustic-scale", type=float, default=0.1,
         help="GMM log-likelihood scale against HMM transition costs in the Viterbi search",
     )  # fmt: skip
@@ -92,7 +98,7 @@ def _run_align(args) -> None:
     from asr_kd.align.train_mono import MonoConfig
 
     cfg = MonoConfig(
-        num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts,
+        num_iters=args.num_iters, total_gauss=args.total_gauss, max_utts=args.max_utts, mono_utts=args.mono_utts,
         acoustic_scale=args.acoustic_scale, seed=args.seed, init="reference" if args.init_from_reference else "flat",
         boost_silence=args.boost_silence, self_loop_scale=args.self_loop_scale,
     )  # fmt: skip

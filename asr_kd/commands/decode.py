@@ -84,6 +84,12 @@ def _add_search_flags(p) -> None:
                    "(never the test set)")
     p.add_argument("--tune-scales", type=float, nargs="+", default=None,
                    help="acoustic scales tried with --tune-cuts (None: 0.05 0.1 0.15 0.2 0.3 0.5 0.7 1.0)")
+    p.add_argument("--word-penalty", type=float, default=0.0,
+                   help="Kaldi's word insertion penalty: added to the graph cost of every word (positive: fewer "
+                   "words, negative: more); unused with --tune-cuts")
+    p.add_argument("--tune-word-penalties", type=float, nargs="+", default=[0.0],
+                   help="word insertion penalties tried with --tune-cuts, each at every --tune-scales (Kaldi's "
+                   "score.sh grid is 0.0 0.5 1.0)")
     p.add_argument("--beam", type=float, default=13.0,
                    help="search beam in scaled log units at the acoustic scale 0.1 (see --fixed-beam)")
     p.add_argument("--fixed-beam", action="store_true",
@@ -104,7 +110,8 @@ def _add_search_flags(p) -> None:
 def _search_kwargs(args) -> dict:
     return {"beam": args.beam, "max_active": args.max_active, "scale_beam": not args.fixed_beam,
             "max_retries": args.max_retries, "decoder": args.decoder, "num_jobs": args.nj,
-            "self_loop_scale": args.self_loop_scale,
+            "self_loop_scale": args.self_loop_scale, "word_penalty": args.word_penalty,
+            "tune_penalties": args.tune_word_penalties,
             "batch_size": args.batch_size, "force": args.force, "tune_cuts": args.tune_cuts,
             "lm_cuts": args.lm_cuts, "lm_text": args.lm_text, "lm_order": args.lm_order,
             **({"tune_scales": args.tune_scales} if args.tune_scales else {})}  # fmt: skip
@@ -115,6 +122,8 @@ def _print(result: dict) -> None:
 
     tuning = result["decode_config"].get("tuning")
     scale = f", acoustic scale {tuning['best']:g} (tuned)" if tuning else ""
+    if tuning and "wer_by_penalty" in tuning:
+        scale += f", word penalty {tuning['best_word_penalty']:g} (tuned)"
     streaming = result["decode_config"].get("streaming")
     if streaming:
         scale += (f", chunks of {streaming['chunk_frames']} frames ({streaming['cmvn']} CMVN): algorithmic latency "

@@ -187,7 +187,33 @@ def decode_utterance(graph, loglikes: np.ndarray, beam: float = DEFAULT_BEAM,
                             max_retries=0).word_ids
 
 
-_WORKER_GRAPH: dict[str, object] = {}  #: graph path -> graph, per worker process
+_WORKER_GRAPH: dict[tuple[str, float], object] = {}  #: (graph path, word penalty) -> graph, per worker process
+
+
+def with_word_penalty(graph, penalty: float, num_words: int | None = None):
+    """``graph`` with ``penalty`` added to the cost of every word it outputs (Kaldi's word insertion
+    penalty, ``lattice-add-penalty --word-ins-penalty``, here in the graph: cost units, not scaled by the
+    acoustic scale). Composes ``graph`` with a one-state acceptor of every word at cost ``penalty``;
+    epsilon outputs pass unchanged, so the states and paths stay those of ``graph``.
+
+    ``num_words``: one more than the largest word id (default: the graph's largest output label + 1).
+    """
+    import kaldifst
+
+    graph = graph.copy()
+    kaldifst.arcsort(graph, sort_type="olabel")
+    if num_words is None:
+        num_words = 1 + max((arc.olabel for s in range(graph.num_states) for arc in kaldifst.ArcIterator(graph, s)),
+                            default=0)  # fmt: skip
+    words = kaldifst.StdVectorFst()
+    state = words.add_state()
+    words.start = state
+    words.set_final(state, 0.0)
+    for w in range(1, num_words):
+        words.add_arc(state, kaldifst.StdArc(w, w, float(penalty), state))
+    out = kaldifst.StdVectorFst(kaldifst.compose(graph, words))
+    kaldifst.arcsort(out, sort_type="ilabel")
+    return out
 
 
 def _search_chunk(graph_path: str, loglikes_list: list[np.ndarray], options: dict) -> list[Hypothesis]:
@@ -199,10 +225,16 @@ def _search_chunk(graph_path: str, loglikes_list: list[np.ndarray], options: dic
 
         setup_logging(level=logging.WARNING)
 
-    if graph_path not in _WORKER_GRAPH:
+    options = dict(options)
+    penalty = float(options.pop("word_penalty", 0.0))
+    key = (graph_path, penalty)
+    if key not in _WORKER_GRAPH:
+        plain = _WORKER_GRAPH.get((graph_path, 0.0)) or kaldifst.StdVectorFst.read(graph_path)
         _WORKER_GRAPH.clear()
-        _WORKER_GRAPH[graph_path] = kaldifst.StdVectorFst.read(graph_path)
-    graph = _WORKER_GRAPH[graph_path]
+        _WORKER_GRAPH[(graph_path, 0.0)] = plain
+        if penalty != 0.0:
+            _WORKER_GRAPH[key] = with_word_penalty(plain, penalty)
+    graph = _WORKER_GRAPH[key]
     return [search_utterance(graph, m, **options) for m in loglikes_list]
 
 
@@ -214,7 +246,8 @@ def search_batch(graph_path: Path | str, loglikes_list: Sequence[np.ndarray], nu
         graph_path: HCLG on disk (each worker reads it once).
         loglikes_list: (T_i, num_pdfs) matrices.
         num_jobs: worker processes; 1 decodes here. The result does not depend on it.
-        options: the keyword arguments of :func:`search_utterance` (beam, acoustic_scale, ...).
+        options: the keyword arguments of :func:`search_utterance` (beam, acoustic_scale, ...), and
+            ``word_penalty`` (:func:`with_word_penalty`; 0: the graph as it is).
 
     Returns:
         One :class:`Hypothesis` per utterance, in input order.

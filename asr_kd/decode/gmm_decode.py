@@ -157,6 +157,8 @@ def decode_gmm(
     force: bool = False,
     tune_cuts: Path | str | None = None,
     tune_scales: Sequence[float] = DEFAULT_TUNE_SCALES,
+    word_penalty: float = 0.0,
+    tune_penalties: Sequence[float] = (0.0,),
     self_loop_scale: float | None = None,
 ) -> dict:
     """Decode every cut of ``cuts_path`` with the GMM system ``gmm``; score WER and frame accuracy.
@@ -176,9 +178,10 @@ def decode_gmm(
     if system.num_pdfs != want:
         raise ValueError(f"{gmm} has {system.num_pdfs} pdfs, its tree or {lang_dir} {want}")
     graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree, transitions, self_loop_scale)
-    search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info)
+    search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info,
+                             word_penalty)
     width = 1 if tree is None else tree.context_width
-    decode_config = {**search_config(search, tune_cuts, tune_scales), "lm_order": graph_info.get("lm_order", lm_order),
+    decode_config = {**search_config(search, tune_cuts, tune_scales, tune_penalties), "lm_order": graph_info.get("lm_order", lm_order),
                      "self_loop_scale": graph_info.get("self_loop_scale", 1.0),
                      "num_jobs": num_jobs, "prior_floor": None, "lang_dir": str(lang_dir), "pdf_counts": None,
                      "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
@@ -199,4 +202,4 @@ def decode_gmm(
                        auto_flush, acoustic=acoustic)  # fmt: skip
 
     return decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts, tune_scales,
-                             params=_num_params(system))
+                             params=_num_params(system), tune_penalties=tune_penalties)

@@ -232,13 +232,17 @@ class _Scorer:
 DEFAULT_TUNE_SCALES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
-def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], batch_size: int, name: str) -> dict:
-    """Decode ``cuts`` at every scale of ``scales``; the one of lowest WER (the smallest on ties).
+def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], batch_size: int, name: str,
+                        penalties: Sequence[float] = (0.0,)) -> dict:  # fmt: skip
+    """Decode ``cuts`` at every scale of ``scales`` and every word insertion penalty of ``penalties``
+    (Kaldi's score.sh grid of LM weights and penalties); the setting of lowest WER (the smallest scale,
+    then the smallest penalty, on ties).
 
-    Returns ``{"best": scale, "wer_by_scale": {str(scale): wer}, "no_final_by_scale": {str(scale): number of
-    cuts whose search ended without a final state}, "retries_by_scale": {...}, "cuts": number of cuts}``.
-    The forward pass runs once; the log-likelihoods of the whole tuning set are held in memory (a
-    dev-sized set).
+    Returns ``{"best": scale, "best_word_penalty": penalty, "wer_by_scale": {str(scale): wer},
+    "no_final_by_scale": {str(scale): number of cuts whose search ended without a final state},
+    "retries_by_scale": {...}, "cuts": number of cuts}`` (the ``*_by_scale`` at the best penalty), and with
+    more than one penalty ``"wer_by_penalty": {str(penalty): {str(scale): wer}}``. The forward pass runs
+    once; the log-likelihoods of the whole tuning set are held in memory (a dev-sized set).
     """
     from asr_kd.decode.scoring import compute_wer
 
@@ -249,19 +253,29 @@ def tune_acoustic_scale(scorer: "_Scorer", cuts: list, scales: Sequence[float], 
     pending = scorer.take_pending()
     if not pending:
         raise ValueError("no cut of the tuning set could be loaded")
-    wer_by_scale, no_final, retries = {}, {}, {}
-    for scale in sorted(scales):
-        search = {**scorer.search, "acoustic_scale": scale}
-        hyps = search_batch(scorer.graph_path, [ll for _, _, ll in pending], num_jobs=scorer.num_jobs, **search)
-        results = {u: (ref, " ".join(scorer.words[w] for w in h.word_ids))
-                   for (u, ref, _), h in zip(pending, hyps, strict=True)}  # fmt: skip
-        wer_by_scale[f"{scale:g}"] = compute_wer(results).wer
-        no_final[f"{scale:g}"] = sum(not h.reached_final for h in hyps)
-        retries[f"{scale:g}"] = sum(h.retries for h in hyps)
-        logging.info(f"{name}: acoustic scale {scale:g}: WER {100 * wer_by_scale[f'{scale:g}']:.2f}% on the tuning set")
-    best = min(sorted(scales), key=lambda s: wer_by_scale[f"{s:g}"])
-    return {"best": best, "wer_by_scale": wer_by_scale, "no_final_by_scale": no_final, "retries_by_scale": retries,
-            "cuts": len(pending)}  # fmt: skip
+    if not penalties:
+        raise ValueError("tuning needs at least one word insertion penalty (0: none)")
+    wer, no_final, retries = {}, {}, {}
+    for penalty in sorted(penalties):
+        for scale in sorted(scales):
+            search = {**scorer.search, "acoustic_scale": scale, "word_penalty": penalty}
+            hyps = search_batch(scorer.graph_path, [ll for _, _, ll in pending], num_jobs=scorer.num_jobs, **search)
+            results = {u: (ref, " ".join(scorer.words[w] for w in h.word_ids))
+                       for (u, ref, _), h in zip(pending, hyps, strict=True)}  # fmt: skip
+            key = (penalty, scale)
+            wer[key] = compute_wer(results).wer
+            no_final[key] = sum(not h.reached_final for h in hyps)
+            retries[key] = sum(h.retries for h in hyps)
+            with_penalty = f", word penalty {penalty:g}" if len(penalties) > 1 else ""
+            logging.info(f"{name}: acoustic scale {scale:g}{with_penalty}: WER {100 * wer[key]:.2f}% on the tuning set")
+    best_penalty, best = min(wer, key=lambda k: (wer[k], k[1], k[0]))
+    tuning = {"best": best, "best_word_penalty": best_penalty,
+              "wer_by_scale": {f"{s:g}": wer[best_penalty, s] for s in sorted(scales)},
+              "no_final_by_scale": {f"{s:g}": no_final[best_penalty, s] for s in sorted(scales)},
+              "retries_by_scale": {f"{s:g}": retries[best_penalty, s] for s in sorted(scales)}, "cuts": len(pending)}  # fmt: skip
+    if len(penalties) > 1:
+        tuning["wer_by_penalty"] = {f"{p:g}": {f"{s:g}": wer[p, s] for s in sorted(scales)} for p in sorted(penalties)}
+    return tuning
 
 
 def _reusable(path: Path, expected: dict) -> dict | None:
@@ -302,6 +316,8 @@ def decode_cuts(
     force: bool = False,
     tune_cuts: Path | str | None = None,
     tune_scales: Sequence[float] = DEFAULT_TUNE_SCALES,
+    word_penalty: float = 0.0,
+    tune_penalties: Sequence[float] = (0.0,),
     chunk_frames: int | None = None,
     cmvn: str = "utterance",
     threads: int = 0,
@@ -337,6 +353,9 @@ def decode_cuts(
             at the scale of lowest WER (``acoustic_scale`` is then unused); the choice and every WER are
             in ``decode_config["tuning"]``. Never tune on the test set itself.
         tune_scales: the acoustic scales tried.
+        word_penalty: Kaldi's word insertion penalty, added to the graph cost of every word
+            (:func:`asr_kd.decode.decoder.with_word_penalty`); with ``tune_cuts``, tuned over
+            ``tune_penalties`` together with the acoustic scale.
         chunk_frames: run the forward pass chunk by chunk, ``chunk_frames`` frames at a time, each chunk with
             the context its outputs need (DNN and TDNN only; :mod:`asr_kd.models.streaming`); the
             chunking and its algorithmic latency are in ``decode_config["streaming"]``. None: whole
@@ -370,8 +389,9 @@ def decode_cuts(
     graph_path, graph_info = decoding_graph(lang_dir, lm_cuts, lm_order, lm_text, tree_obj, transitions_obj,
                                             self_loop_scale)
     member_info, files = _member_info(paths)
-    search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info)
-    decode_config = {**search_config(search, tune_cuts, tune_scales), "lm_order": graph_info.get("lm_order", lm_order),
+    search = search_settings(acoustic_scale, beam, max_active, scale_beam, max_retries, decoder, graph_info,
+                             word_penalty)
+    decode_config = {**search_config(search, tune_cuts, tune_scales, tune_penalties), "lm_order": graph_info.get("lm_order", lm_order),
                      "self_loop_scale": graph_info.get("self_loop_scale", 1.0),
                      "num_jobs": num_jobs, "prior_floor": prior_floor, "lang_dir": str(lang_dir),
                      "pdf_counts": str(pdf_counts), "lm_transcripts_sha256": graph_info.get("transcripts_sha256"),
@@ -417,7 +437,7 @@ def decode_cuts(
         return _Scorer(loaded, dev, log_priors, graph_path, lang.word_symbols, dict(search), num_jobs, auto_flush)
 
     return decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts, tune_scales,
-                             params=sum(num_parameters(m) for m in loaded))
+                             params=sum(num_parameters(m) for m in loaded), tune_penalties=tune_penalties)
 
 
 def load_hmms(lang_dir: Path | str, tree: Path | str | None, transitions: Path | str | None):
@@ -431,7 +451,7 @@ def load_hmms(lang_dir: Path | str, tree: Path | str | None, transitions: Path |
 
 
 def search_settings(acoustic_scale: float, beam: float, max_active: int, scale_beam: bool, max_retries: int,
-                    decoder: str, graph_info: dict) -> dict:  # fmt: skip
+                    decoder: str, graph_info: dict, word_penalty: float = 0.0) -> dict:  # fmt: skip
     """The keyword arguments of :func:`asr_kd.decode.decoder.search_batch` for a graph."""
     from asr_kd.decode.graph import graph_label_pdfs
 
@@ -440,19 +460,24 @@ def search_settings(acoustic_scale: float, beam: float, max_active: int, scale_b
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     return {"acoustic_scale": acoustic_scale, "beam": beam, "max_active": max_active, "scale_beam": scale_beam,
-            "max_retries": max_retries, "decoder": decoder, "extra_pdfs": graph_label_pdfs(graph_info)}  # fmt: skip
+            "max_retries": max_retries, "decoder": decoder, "word_penalty": float(word_penalty),
+            "extra_pdfs": graph_label_pdfs(graph_info)}  # fmt: skip
 
 
-def search_config(search: dict, tune_cuts, tune_scales: Sequence[float]) -> dict:
+def search_config(search: dict, tune_cuts, tune_scales: Sequence[float],
+                  tune_penalties: Sequence[float] = (0.0,)) -> dict:  # fmt: skip
     """The search part of a record's ``decode_config`` (with the graph's ``self_loop_scale``)."""
-    config = {k: v for k, v in search.items() if k != "extra_pdfs"}
+    config = {k: v for k, v in search.items() if k != "extra_pdfs" and not (k == "word_penalty" and v == 0.0)}
     if tune_cuts is not None:
         config.update(acoustic_scale="tuned", tune_cuts=str(tune_cuts), tune_scales=[float(x) for x in sorted(tune_scales)])
+        if list(tune_penalties) != [0.0]:
+            config.update(word_penalty="tuned", tune_word_penalties=[float(x) for x in sorted(tune_penalties)])
     return config
 
 
 def decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output_dir: Path | str, name: str,
-                      batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int) -> dict:  # fmt: skip
+                      batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int,
+                      tune_penalties: Sequence[float] = (0.0,)) -> dict:  # fmt: skip
     """Tune the acoustic scale (with ``tune_cuts``), decode ``cuts_path``, write the files of the module
     docstring and the record (``expected`` + the figures); ``make_scorer(auto_flush)`` makes a _Scorer.
 
@@ -462,19 +487,22 @@ def decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output
     with stage_lock(output_dir, f"decode-{name}"):
         remove_stale_temporaries(output_dir, [f".tmp.*-{glob.escape(name)}.*"])  # of a killed decoding of this name
         return _decode_and_record(make_scorer, expected, cuts_path, output_dir, name, batch_size, tune_cuts,
-                                  tune_scales, params)  # fmt: skip
+                                  tune_scales, params, tune_penalties)  # fmt: skip
 
 
 def _decode_and_record(make_scorer, expected: dict, cuts_path: Path | str, output_dir: Path | str, name: str,
-                       batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int) -> dict:  # fmt: skip
+                       batch_size: int, tune_cuts, tune_scales: Sequence[float], params: int,
+                       tune_penalties: Sequence[float] = (0.0,)) -> dict:  # fmt: skip
     output_dir = Path(output_dir)
     scorer = make_scorer(True)
     if tune_cuts is not None:
         tuning = tune_acoustic_scale(make_scorer(False), list(CutSet.from_file(tune_cuts)), tune_scales, batch_size,
-                                     name)  # fmt: skip
+                                     name, tune_penalties)  # fmt: skip
         scorer.search["acoustic_scale"] = tuning["best"]
+        scorer.search["word_penalty"] = tuning["best_word_penalty"]
         expected["decode_config"]["tuning"] = tuning
-        logging.info(f"{name}: acoustic scale {tuning['best']:g} (lowest WER on {tune_cuts})")
+        logging.info(f"{name}: acoustic scale {tuning['best']:g}, word penalty {tuning['best_word_penalty']:g} "
+                     f"(lowest WER on {tune_cuts})")
     cuts = list(CutSet.from_file(cuts_path))
     for b in tqdm(range(0, len(cuts), batch_size), desc=f"decode {name}", unit="batch"):
         scorer.forward(cuts[b : b + batch_size])

@@ -149,3 +149,25 @@ def test_boost_silence_gives_the_monophone_realignment_more_silence(corpus, tmp_
     assert boosted >= plain + 10, (plain, boosted)  # 235 and 263 frames here
     with pytest.raises(ValueError, match="boost_silence needs the lang"):
         realign(None, [], replace(CFG, boost_silence=2.0), "cpu", 1)
+
+
+def test_monophones_on_a_subset_then_align_every_training_cut(corpus, tmp_path, lang) -> None:
+    from asr_kd.align.stage import _load_many, _read_cuts, train_monophones
+    from asr_kd.align.train_mono import realign
+
+    skipped: dict = {}
+    utts = _load_many(list(_read_cuts(corpus / "fbank", CORPUS, "train")), lang, skipped, "load")
+    cfg = replace(CFG, mono_utts=6)
+    gmm, subset = train_monophones(list(utts), lang, cfg, "cpu", 1, skipped, realign_all=False)
+    assert len(subset) == 6 and len({u.id for u in subset}) == 6
+    gmm, aligned = train_monophones(list(utts), lang, cfg, "cpu", 1, skipped)
+    assert [u.id for u in aligned] == [u.id for u in utts] and not skipped  # the other 10 cuts aligned too
+    labels = [u.labels.copy() for u in aligned]
+    assert all(len(lab) == u.feats.shape[0] for lab, u in zip(labels, aligned))
+    realign(gmm, aligned, cfg, "cpu", 1, lang)  # the labels are the monophones' alignment of every cut
+    assert all(np.array_equal(lab, u.labels) for lab, u in zip(labels, aligned))
+    # the stage: the ladder on a 6-cut monophone subset still aligns dev close to the full-data ladder
+    report = _align(corpus, tmp_path / "subset", replace(cfg, mono_utts=6))
+    full = _align(corpus, tmp_path / "full", CFG)
+    assert report["splits"]["dev"]["frame_agreement"] >= full["splits"]["dev"]["frame_agreement"] - 0.05
+    assert '"mono_utts": 6' in (tmp_path / "subset/exp/config.json").read_text()

@@ -204,6 +204,21 @@ def test_acoustic_scale_tuned_on_a_development_set(setup) -> None:
     assert (setup["tmp"] / "decode" / "result-exact-tuned.json").stat().st_mtime_ns == mtime
 
 
+def test_word_penalty_tuned_with_the_acoustic_scale(setup) -> None:
+    """A prohibitive penalty deletes words; the grid keeps 0, records both, and a fixed penalty decodes as
+    the tuning's cell of the same settings."""
+    tuned = run(setup, ["exact", "swapped-weak"], "test", "ens-wip", tune_cuts=setup["tmp"] / "test.jsonl.gz",
+                tune_scales=(1.0,), tune_penalties=(0.0, 100.0))  # fmt: skip
+    tuning = tuned["decode_config"]["tuning"]
+    assert tuning["best"] == 1.0 and tuning["best_word_penalty"] == 0.0 and tuned["wer"] == 0.0
+    assert tuned["decode_config"]["word_penalty"] == "tuned"
+    assert tuned["decode_config"]["tune_word_penalties"] == [0.0, 100.0]
+    assert tuning["wer_by_penalty"]["0"] == {"1": 0.0} and tuning["wer_by_penalty"]["100"]["1"] > 0.5
+    fixed = run(setup, ["exact", "swapped-weak"], "test", "ens-wip100", acoustic_scale=1.0, word_penalty=100.0)
+    assert fixed["wer"] == pytest.approx(tuning["wer_by_penalty"]["100"]["1"]) and fixed["del"] > fixed["sub"]
+    assert fixed["decode_config"]["word_penalty"] == 100.0
+
+
 def test_unlabelled_cuts_score_wer_and_unreadable_cuts_are_skipped(setup) -> None:
     result = run(setup, ["exact"], "mixed", "mixed")
     assert result["frame_acc"] is None

@@ -108,3 +108,48 @@ def test_decode_batch_parallel_matches_serial(setup) -> None:
     assert decode_batch(graph_path, matrices, num_jobs=2, acoustic_scale=1.0) == expected
     with pytest.raises(FileNotFoundError):
         decode_batch(Path(graph_path).with_name("missing.fst"), matrices)
+
+
+def _two_readings_graph():
+    """Frames of pdf 0 read as one word (1, graph cost 1.0) or as two (2 then 3, cost 0): input labels
+    pdf + 1, every state with a pdf-0 self-loop."""
+    import kaldifst
+
+    g = kaldifst.StdVectorFst()
+    s = [g.add_state() for _ in range(4)]
+    g.start = s[0]
+    g.add_arc(s[0], kaldifst.StdArc(1, 1, 1.0, s[1]))
+    g.add_arc(s[0], kaldifst.StdArc(1, 2, 0.0, s[2]))
+    g.add_arc(s[2], kaldifst.StdArc(1, 3, 0.0, s[3]))
+    for k in (1, 2, 3):
+        g.add_arc(s[k], kaldifst.StdArc(1, 0, 0.0, s[k]))
+    g.set_final(s[1], 0.0)
+    g.set_final(s[3], 0.0)
+    return g
+
+
+def test_word_penalty_adds_its_cost_to_every_word(tmp_path) -> None:
+    from asr_kd.decode.decoder import search_batch, search_utterance, with_word_penalty
+
+    graph = _two_readings_graph()
+    loglikes = np.zeros((6, 1), dtype=np.float32)
+    assert search_utterance(graph, loglikes).word_ids == [2, 3]  # cost 0 < 1
+    # penalty p: one word costs 1 + p, two words 2p; two words win below p = 1, one word above it
+    assert search_utterance(with_word_penalty(graph, 0.9), loglikes).word_ids == [2, 3]
+    assert search_utterance(with_word_penalty(graph, 1.1), loglikes).word_ids == [1]
+    penalized = with_word_penalty(graph, 0.5)
+    assert penalized.num_states == graph.num_states  # the same graph, word arcs dearer
+    costs = sorted((a.olabel, a.weight.value) for s in range(penalized.num_states)
+                   for a in kaldifst_arcs(penalized, s))  # fmt: skip
+    assert costs == [(0, 0.0)] * 3 + [(1, 1.5), (2, 0.5), (3, 0.5)]
+    path = tmp_path / "g.fst"
+    graph.write(str(path))
+    hyps = search_batch(path, [loglikes, loglikes], word_penalty=1.1)  # the workers' way: the file + the penalty
+    assert [h.word_ids for h in hyps] == [[1], [1]]
+    assert search_batch(path, [loglikes], word_penalty=0.0)[0].word_ids == [2, 3]
+
+
+def kaldifst_arcs(fst, state):
+    import kaldifst
+
+    return list(kaldifst.ArcIterator(fst, state))
