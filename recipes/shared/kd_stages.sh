@@ -56,7 +56,9 @@ lm_order=3          # n-gram LM of the decoding graph, trained on the training t
 lm_text=""          # a text file (one sentence per line) that trains the LM instead ("": the training transcripts)
 gmm_systems="mono:align/mono.gmm.pt tri1:align/tri1.gmm.pt tri2:align/tri2.gmm.pt"  # name:path under $exp of each GMM-HMM system decoded first (the ladder; missing ones are left out)
 acoustic_scale=tune # "tune": the scale of lowest dev WER per model (needs --tune-cuts); or a number
-tune_scales="0.05 0.1 0.15 0.2 0.3 0.5"  # the acoustic scales tried on the tune cuts
+tune_scales="0.06 0.08 0.1 0.12 0.15 0.2 0.3"  # the acoustic scales tried on the tune cuts
+word_penalties="0"  # word insertion penalties tried at every tuned scale (Kaldi's score.sh grid: "0 0.5 1")
+self_loop_scale=0.1 # of the HMM transition costs in HCLG (Kaldi's mkgraph.sh --self-loop-scale; 1.0: plain HMM)
 beam=scaled         # "fixed": the search beam is 13 at every acoustic scale (Kaldi's convention; an utterance
                     # without a final state is searched again, beam doubled); "scaled": 13 * scale / 0.1 above 0.1
                     # (fewer search errors, but 4-8x the search time at scales 0.2-0.3 on synth_rm's HCLG)
@@ -66,7 +68,7 @@ conf=""             # a file of variable assignments (e.g. recipes/<corpus>/conf
 options=(stage stop_stage exp lang train_cuts valid_cuts test_cuts tune_cuts nj jobs device teachers teacher_epochs
          spec_augment max_duration lr warmup_steps num_workers save_every_n temperature k student student_seeds alpha
          fractions small_alpha table5_fraction transfer_cuts sweep_temperatures sweep_seeds lm_order lm_text gmm_systems
-         acoustic_scale tune_scales beam)
+         acoustic_scale tune_scales word_penalties self_loop_scale beam)
 . "$(dirname "$0")/load_conf.sh" "$@"
 . "$(dirname "$0")/parse_options.sh"
 . "$(dirname "$0")/log.sh"
@@ -208,10 +210,11 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   if [ "$acoustic_scale" = tune ]; then
     [ -n "$tune_cuts" ] || { echo "acoustic_scale=tune needs tune_cuts (dev cuts)" >&2; exit 1; }
     # shellcheck disable=SC2206
-    scale=(--tune-cuts "$tune_cuts" --tune-scales $tune_scales)
+    scale=(--tune-cuts "$tune_cuts" --tune-scales $tune_scales --tune-word-penalties $word_penalties)
   else
     scale=(--acoustic-scale "$acoustic_scale")
   fi
+  scale+=(--self-loop-scale "$self_loop_scale")
   case $beam in
     fixed) scale+=(--fixed-beam) ;;
     scaled) ;;
