@@ -229,7 +229,9 @@ def _search_chunk(graph_path: str, loglikes_list: list[np.ndarray], options: dic
     penalty = float(options.pop("word_penalty", 0.0))
     key = (graph_path, penalty)
     if key not in _WORKER_GRAPH:
-        plain = _WORKER_GRAPH.get((graph_path, 0.0)) or kaldifst.StdVectorFst.read(graph_path)
+        plain = _WORKER_GRAPH.get((graph_path, 0.0))
+        if plain is None:
+            plain = kaldifst.StdVectorFst.read(graph_path)
         _WORKER_GRAPH.clear()
         _WORKER_GRAPH[(graph_path, 0.0)] = plain
         if penalty != 0.0:
